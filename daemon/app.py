@@ -1,0 +1,36 @@
+"""The aiohttp application factory: routes, middlewares and typed state."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import WSCloseCode, web
+
+from daemon import chat_ws, health, openai_api
+from daemon.appkeys import CONVERSATIONS, ENGINE, LISTENING, SETTINGS, SOCKETS
+from daemon.conversations import ConversationStore
+from daemon.engine import ChatEngine
+from daemon.middlewares import json_errors
+from daemon.settings import Settings
+
+
+def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_message_bytes)
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[CONVERSATIONS] = ConversationStore(settings.max_sessions)
+    app[LISTENING] = asyncio.Event()
+    sockets: set[web.WebSocketResponse] = set()
+    app[SOCKETS] = sockets
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/ws", chat_ws.websocket_chat)
+    app.router.add_get("/v1/models", openai_api.list_models)
+    app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    app.on_shutdown.append(_close_sockets)
+    return app
+
+
+async def _close_sockets(app: web.Application) -> None:
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

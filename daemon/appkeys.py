@@ -1,0 +1,17 @@
+"""Typed application state (aiohttp AppKeys): everything handlers share, and nothing global."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from daemon.conversations import ConversationStore
+from daemon.engine import ChatEngine
+from daemon.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", ChatEngine)
+CONVERSATIONS = web.AppKey("conversations", ConversationStore)
+LISTENING = web.AppKey("listening", asyncio.Event)
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])

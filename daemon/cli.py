@@ -1,0 +1,53 @@
+"""The `kioskd` command: `serve` runs the daemon, `pull` fetches a model from the catalogue."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from daemon import __version__, logs
+from daemon.settings import FIELDS, SettingsError, add_arguments, env_name, settings_from_args
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _settings_epilog() -> str:
+    lines = ["settings (flag / environment variable / TOML key in /etc/kioskd/config.toml):"]
+    for name, f in FIELDS.items():
+        lines.append(f"  --{name.replace('_', '-'):<20} {env_name(name):<28} {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kioskd", description="An offline AI appliance for self-service terminals.",
+        epilog=_settings_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kioskd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser("serve", help="run the daemon (HTTP, WebSocket and OpenAI API)")
+    add_arguments(serve)
+    pull = commands.add_parser("pull", help="download a model from the catalogue and verify it")
+    pull.add_argument("name", nargs="?", default=None, help="catalogue name (default: MODEL_NAME)")
+    pull.add_argument("--list", action="store_true", help="list the catalogue and exit")
+    add_arguments(pull)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        sys.stderr.write(f"kioskd: {exc}\n")  # Logging is not configured yet.
+        return 2
+    logs.configure(settings.log_level)
+    if args.command == "pull":
+        from daemon.pull_command import run_pull
+
+        return run_pull(settings, args.name, list_only=args.list)
+    from daemon.server import serve
+
+    return asyncio.run(serve(settings))

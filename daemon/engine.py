@@ -1,0 +1,237 @@
+"""The llama.cpp adapter: one model context, one generation at a time, on one worker thread.
+
+The event loop never touches the model. A generation runs on the engine's single thread and hands each piece
+of text to the loop as soon as it is decoded; cancelling sets a flag that the thread checks after every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from daemon.gate import ModelGate
+from daemon.messages import (
+    ChatMessage,
+    EngineError,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    ModelNotReady,
+    Timings,
+    Usage,
+)
+from daemon.prompting import fit_prompt
+from daemon.settings import Settings
+from daemon.textstream import StopMatcher, Utf8Assembler
+
+_LOGGER = logging.getLogger(__name__)
+
+# Used only when a GGUF file carries no chat template of its own.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class ModelLoadError(EngineError):
+    code = "model_load_failed"
+
+
+class Emit(Protocol):
+    def __call__(self, text: str | None) -> None: ...
+
+
+class ChatEngine(Protocol):
+    """The seam between the HTTP layer and a model; tests may substitute a scripted engine."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def gate(self) -> ModelGate: ...
+
+    def generate(self, request: GenerationRequest) -> Generation: ...
+
+
+class Generation:
+    """One running generation. Use as `async with engine.generate(req) as gen: async for text in gen`.
+
+    Entering waits for the model (or raises Busy); leaving stops the worker thread and waits for it, so
+    the model is free again before the next generation starts. `result` holds the Finished report.
+    """
+
+    def __init__(self, gate: ModelGate, run: Callable[[threading.Event, Emit, float], Finished],
+                 executor: Executor | None = None) -> None:
+        self._gate = gate
+        self._run = run
+        self._executor = executor
+        self._cancel = threading.Event()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._future: asyncio.Future[Finished] | None = None
+        self.result: Finished | None = None
+
+    def cancel(self) -> None:
+        """Stop after the current token; the iteration then ends with reason "cancelled"."""
+        self._cancel.set()
+
+    async def __aenter__(self) -> Generation:
+        loop = asyncio.get_running_loop()
+        queued_at = time.perf_counter()
+        await self._gate.acquire()
+        queue_ms = (time.perf_counter() - queued_at) * 1000
+
+        def emit(text: str | None) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, text)
+
+        try:
+            self._future = loop.run_in_executor(self._executor, self._guarded, emit, queue_ms)
+        except BaseException:
+            self._gate.release()
+            raise
+        # The gate opens only when the worker thread has really finished.
+        self._future.add_done_callback(lambda _: self._gate.release())
+        return self
+
+    def _guarded(self, emit: Emit, queue_ms: float) -> Finished:
+        try:
+            return self._run(self._cancel, emit, queue_ms)
+        finally:
+            emit(None)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while (text := await self._queue.get()) is not None:
+            yield text
+        assert self._future is not None
+        self.result = await self._future
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._cancel.set()
+        if self._future is None:
+            return
+        try:
+            self.result = await asyncio.shield(self._future)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if exc is None:
+                raise
+
+
+class LlamaEngine:
+    """Owns the llama_cpp.Llama instance and the thread that drives it."""
+
+    def __init__(self, settings: Settings, model_path: Path) -> None:
+        self._settings = settings
+        self._model_path = model_path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._gate = ModelGate(settings.queue_size)
+        self._llm: Any = None
+        self._render: Callable[[Sequence[ChatMessage]], str] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def model_id(self) -> str:
+        return self._settings.model_id
+
+    @property
+    def gate(self) -> ModelGate:
+        return self._gate
+
+    @property
+    def model_path(self) -> Path:
+        return self._model_path
+
+    async def load(self) -> None:
+        if not self._model_path.is_file():
+            raise ModelLoadError(f"model file {self._model_path} does not exist; run `kioskd pull` "
+                                 f"or set --model / KIOSKD_MODEL")
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        await loop.run_in_executor(self._executor, self._load)
+        _LOGGER.info("model %s loaded in %.2f s", self._model_path, time.perf_counter() - started)
+
+    def _load(self) -> None:
+        from daemon.llama_adapter import load_llama, make_renderer
+
+        s = self._settings
+        try:
+            llm = load_llama(self._model_path, n_ctx=s.n_ctx, n_batch=s.n_batch, threads=s.threads,
+                             threads_batch=s.threads_batch)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"cannot load model {self._model_path}: {exc}") from None
+        self._render = make_renderer(llm, CHATML_TEMPLATE)
+        self._llm = llm
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        if self._llm is None:
+            raise ModelNotReady("the model is still loading")
+
+        def run(cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
+            return self._run(request, cancel, emit, queue_ms)
+
+        return Generation(self._gate, run, self._executor)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown, True)
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def _run(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
+             queue_ms: float) -> Finished:
+        from daemon.llama_adapter import Decoder
+
+        llm, s = self._llm, request.sampling
+        started = time.perf_counter()
+        budget = min(s.max_tokens, self._settings.max_tokens)
+        assert self._render is not None
+        fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
+        decoder = Decoder(llm, fitted.tokens, s, cancel, budget)
+        assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
+        pieces: list[str] = []
+        for raw in decoder:
+            text = stopper.feed(assembler.feed(raw))
+            if text:
+                decoder.mark_text()
+                pieces.append(text)
+                emit(text)
+            if stopper.stopped:
+                break
+        tail = stopper.feed(assembler.flush()) + stopper.flush()
+        if tail:
+            decoder.mark_text()
+            pieces.append(tail)
+            emit(tail)
+        reason: FinishReason = "stop" if stopper.stopped else decoder.reason
+        return _report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
+
+
+def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,
+            queue_ms: float) -> Finished:
+    first, last, n = decoder.first_text_at, decoder.last_token_at, decoder.completion_tokens
+    decode_s = (last - decoder.first_token_at) if n > 1 else 0.0
+    timings = Timings(
+        queue_ms=round(queue_ms, 2),
+        ttft_ms=round(((first or last or started) - started) * 1000, 2),
+        prompt_eval_tokens=decoder.prompt_eval_tokens,
+        prompt_ms=round(decoder.prompt_ms, 2),
+        tokens_per_s=round((n - 1) / decode_s, 2) if decode_s > 0 else 0.0,
+        total_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    usage = Usage(prompt_tokens=decoder.prompt_tokens, completion_tokens=n)
+    return Finished(reason=reason, text=text, usage=usage, timings=timings, dropped_turns=dropped)

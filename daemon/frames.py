@@ -1,0 +1,104 @@
+"""The WebSocket chat protocol: one small dataclass per frame type (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from daemon.messages import Finished
+
+
+class FrameError(ValueError):
+    """A client frame that cannot be accepted; `code` goes into the error frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- client -> server ----
+
+@dataclass(frozen=True)
+class ChatFrame:
+    text: str
+    session: str | None = None
+    type: ClassVar[str] = "chat"
+
+
+@dataclass(frozen=True)
+class CancelFrame:
+    type: ClassVar[str] = "cancel"
+
+
+ClientFrame = ChatFrame | CancelFrame
+
+
+def parse_client_frame(raw: str) -> ClientFrame:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise FrameError("bad_json", "the frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError("bad_frame", "a frame must be a JSON object")
+    kind = data.get("type")
+    if kind == "cancel":
+        return CancelFrame()
+    if kind != "chat":
+        raise FrameError("unknown_type", f"unknown frame type {kind!r}; expected 'chat' or 'cancel'")
+    text, session = data.get("text"), data.get("session")
+    if not isinstance(text, str) or not text.strip():
+        raise FrameError("bad_frame", "'text' must be a non-empty string")
+    if session is not None and (not isinstance(session, str) or not 0 < len(session) <= 64):
+        raise FrameError("bad_frame", "'session' must be null or a session id string")
+    return ChatFrame(text=text, session=session)
+
+
+# ---- server -> client ----
+
+@dataclass(frozen=True)
+class ServerFrame:
+    type: ClassVar[str]
+
+    def to_json(self) -> str:
+        return json.dumps({"type": self.type, **asdict(self)}, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class SessionFrame(ServerFrame):
+    session: str
+    type: ClassVar[str] = "session"
+
+
+@dataclass(frozen=True)
+class TokenFrame(ServerFrame):
+    text: str
+    type: ClassVar[str] = "token"
+
+
+@dataclass(frozen=True)
+class DoneFrame(ServerFrame):
+    reason: str
+    usage: dict[str, int]
+    timings: dict[str, float]
+    type: ClassVar[str] = "done"
+
+    @classmethod
+    def from_finished(cls, finished: Finished) -> DoneFrame:
+        usage = {**asdict(finished.usage), "total_tokens": finished.usage.total_tokens}
+        timings: dict[str, Any] = asdict(finished.timings)
+        return cls(reason=finished.reason, usage=usage, timings=timings)
+
+
+@dataclass(frozen=True)
+class ErrorFrame(ServerFrame):
+    code: str
+    message: str
+    retry_after: int | None = field(default=None)
+    type: ClassVar[str] = "error"
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,20 @@
+"""GET /healthz (the event loop answers) and GET /readyz (the model is loaded and the socket listens)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from daemon.appkeys import ENGINE, LISTENING
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if engine.ready and request.app[LISTENING].is_set():
+        gate = engine.gate
+        return web.json_response({"status": "ready", "model": engine.model_id, "busy": gate.busy,
+                                  "waiting": gate.waiting})
+    return web.json_response({"status": "loading"}, status=503)

@@ -1,0 +1,116 @@
+"""Everything that touches llama-cpp-python directly; imported only on the engine's worker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from daemon.messages import ChatMessage, FinishReason, Sampling
+
+
+class CountingLlama(Llama):
+    """A Llama that counts the tokens it really evaluates, so cache reuse can be reported exactly."""
+
+    evaluated = 0
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        self.evaluated += len(tokens)
+        super().eval(tokens)
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        # The chat template already writes the special tokens (BOS included where the model wants it).
+        return list(self.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+
+def load_llama(path: Path, *, n_ctx: int, n_batch: int, threads: int, threads_batch: int) -> CountingLlama:
+    return CountingLlama(
+        model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
+        n_threads_batch=threads_batch, use_mmap=True, verbose=False,
+    )
+
+
+def make_renderer(llm: CountingLlama, fallback_template: str) -> Callable[[Sequence[ChatMessage]], str]:
+    """A function that renders messages with the GGUF's own chat template."""
+    model = llm._model
+
+    def token_text(token: int) -> str:
+        return str(model.token_get_text(token)) if token != -1 else ""
+
+    formatter = Jinja2ChatFormatter(
+        template=llm.metadata.get("tokenizer.chat_template") or fallback_template,
+        eos_token=token_text(llm.token_eos()),
+        bos_token=token_text(llm.token_bos()),
+    )
+
+    def render(messages: Sequence[ChatMessage]) -> str:
+        turns: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        rendered = formatter(messages=turns)
+        return str(rendered.prompt)
+
+    return render
+
+
+class Decoder:
+    """Iterates the bytes of each sampled token, checking cancellation once per token."""
+
+    def __init__(self, llm: CountingLlama, prompt: list[int], sampling: Sampling,
+                 cancel: threading.Event, budget: int) -> None:
+        self._llm = llm
+        self._prompt = prompt
+        self._sampling = sampling
+        self._cancel = cancel
+        self._budget = min(budget, llm.n_ctx() - len(prompt))
+        self.reason: FinishReason = "length"
+        self.prompt_tokens = len(prompt)
+        self.prompt_eval_tokens = 0
+        self.prompt_ms = 0.0
+        self.completion_tokens = 0
+        self.first_token_at = 0.0
+        self.first_text_at: float | None = None
+        self.last_token_at = 0.0
+
+    def mark_text(self) -> None:
+        if self.first_text_at is None:
+            self.first_text_at = time.perf_counter()
+
+    def __iter__(self) -> Iterator[bytes]:
+        llm, s = self._llm, self._sampling
+        if s.seed is not None:
+            llm.set_seed(s.seed)
+        llm.evaluated = 0
+        started = time.perf_counter()
+        tokens = llm.generate(self._prompt, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
+                              repeat_penalty=s.repeat_penalty, reset=True)
+        try:
+            yield from self._sample(tokens, started)
+        finally:
+            tokens.close()
+
+    def _sample(self, tokens: Iterator[int], started: float) -> Iterator[bytes]:
+        llm = self._llm
+        vocab: Any = llm._model.vocab
+        for token in tokens:
+            now = time.perf_counter()
+            if self.completion_tokens == 0:
+                self.prompt_eval_tokens = llm.evaluated
+                self.prompt_ms = (now - started) * 1000
+                self.first_token_at = now
+            self.last_token_at = now
+            if self._cancel.is_set():
+                self.reason = "cancelled"
+                return
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                self.reason = "stop"
+                return
+            self.completion_tokens += 1
+            yield bytes(llm.detokenize([token]))
+            if self.completion_tokens >= self._budget:
+                self.reason = "length"
+                return

@@ -1,0 +1,87 @@
+"""The engine's typed boundary: what a generation is asked for and what it reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repeat_penalty: float
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat turn: the whole conversation so far (system prompt first) and how to sample the reply."""
+
+    messages: tuple[ChatMessage, ...]
+    sampling: Sampling
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Timings:
+    queue_ms: float
+    """Time spent waiting for the model to be free."""
+    ttft_ms: float
+    """From the start of this generation to the first text handed out."""
+    prompt_eval_tokens: int
+    """Prompt tokens the model actually evaluated (the rest came from its KV cache)."""
+    prompt_ms: float
+    tokens_per_s: float
+    """Decode speed after the first token."""
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    text: str
+    usage: Usage
+    timings: Timings
+    dropped_turns: int = field(default=0)
+    """Oldest turns left out of the prompt to fit the context window."""
+
+
+class EngineError(Exception):
+    """A generation could not run; `code` is the stable error code sent to clients."""
+
+    code = "engine_error"
+
+
+class ModelNotReady(EngineError):
+    code = "model_loading"
+
+
+class PromptTooLong(EngineError):
+    code = "prompt_too_long"
+
+
+class Busy(EngineError):
+    code = "busy"

@@ -1,0 +1,97 @@
+"""POST /v1/chat/completions and GET /v1/models, compatible with OpenAI's clients."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from daemon.appkeys import ENGINE, SETTINGS
+from daemon.messages import Finished, GenerationRequest
+from daemon.openai_schema import ApiError, ChatCompletionParams, parse_chat_request
+
+CREATED = int(time.time())
+
+
+async def list_models(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    model = {"id": engine.model_id, "object": "model", "created": CREATED, "owned_by": "kioskd"}
+    return web.json_response({"object": "list", "data": [model]})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if request.content_length is not None and request.content_length > settings.max_message_bytes:
+        raise ApiError(413, f"the request body exceeds {settings.max_message_bytes} bytes",
+                       code="body_too_large")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the request body is not valid JSON", code="bad_json") from None
+    params = parse_chat_request(body, settings)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    generation = request.app[ENGINE].generate(
+        GenerationRequest(params.messages, params.sampling, request_id=completion_id))
+    async with generation:
+        if params.stream:
+            return await _stream(request, generation, params, completion_id)
+        async for _ in generation:
+            pass
+    assert generation.result is not None
+    return web.json_response(_completion(request, completion_id, generation.result))
+
+
+def _base(request: web.Request, completion_id: str, kind: str) -> dict[str, Any]:
+    return {"id": completion_id, "object": kind, "created": int(time.time()),
+            "model": request.app[ENGINE].model_id, "system_fingerprint": "kioskd"}
+
+
+def _usage(finished: Finished) -> dict[str, Any]:
+    u = finished.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def _finish_reason(finished: Finished) -> str:
+    # OpenAI has no "cancelled"; a cut-short answer is closest to "length".
+    return "stop" if finished.reason == "stop" else "length"
+
+
+def _completion(request: web.Request, completion_id: str, finished: Finished) -> dict[str, Any]:
+    return {
+        **_base(request, completion_id, "chat.completion"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": finished.text},
+                     "logprobs": None, "finish_reason": _finish_reason(finished)}],
+        "usage": _usage(finished),
+        "timings": asdict(finished.timings),
+    }
+
+
+async def _stream(request: web.Request, generation: Any, params: ChatCompletionParams,
+                  completion_id: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    base = _base(request, completion_id, "chat.completion.chunk")
+
+    async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+        payload = json.dumps({**base, "choices": choices, **extra}, ensure_ascii=False)
+        await response.write(f"data: {payload}\n\n".encode())
+
+    def delta(content: dict[str, str], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]
+
+    await send(delta({"role": "assistant", "content": ""}))
+    async for piece in generation:
+        await send(delta({"content": piece}))
+    finished: Finished = generation.result
+    await send(delta({}, _finish_reason(finished)), timings=asdict(finished.timings))
+    if params.include_usage:
+        await send([], usage=_usage(finished))
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response

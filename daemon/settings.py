@@ -1,0 +1,255 @@
+"""Settings: parsed once from a TOML file, `KIOSKD_*` environment variables and flags into one frozen object.
+
+Precedence, lowest first: built-in defaults, the TOML file, the environment, the command line. Every setting is
+a field of `Settings` with its help text in the field's metadata, so `kioskd serve --help`, the environment
+names and the TOML keys can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.messages import Sampling
+
+ENV_PREFIX = "KIOSKD_"
+DEFAULT_CONFIG = Path("/etc/kioskd/config.toml")
+DEFAULT_MODEL_NAME = "qwen2.5-0.5b-instruct"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the helpful assistant of a self-service kiosk. Answer briefly and clearly, "
+    "in the language the visitor uses (Chinese or English)."
+)
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names the setting and where its value came from."""
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets STATE_DIRECTORY; run by hand, stay inside the user's home.
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kioskd"
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_generation_threads() -> int:
+    # Token generation is memory-bound: on a 4-core Raspberry Pi 5 it peaks at 2 threads.
+    cores = _cores()
+    return max(1, min(cores, max(2, cores // 2)))
+
+
+def default_batch_threads() -> int:
+    # Prompt reading is compute-bound and keeps scaling with every core.
+    return _cores()
+
+
+def _opt(help: str, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[str, ...] = (), secret: bool = False) -> dict[str, Any]:
+    return {"help": help, "lo": lo, "hi": hi, "choices": choices, "secret": secret}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon can be told, validated once at start-up."""
+
+    host: str = field(default="127.0.0.1", metadata=_opt("Address to listen on."))
+    port: int = field(default=8080, metadata=_opt("TCP port to listen on.", lo=1, hi=65535))
+    model: Path | None = field(default=None, metadata=_opt(
+        "Path of the GGUF model file (default: MODELS_DIR/<file of MODEL_NAME>)."))
+    model_name: str = field(default=DEFAULT_MODEL_NAME, metadata=_opt(
+        "Catalogue name of the model that `kioskd pull` fetches and `serve` uses when MODEL is unset."))
+    model_alias: str = field(default="", metadata=_opt(
+        "Model id reported by /v1/models (default: MODEL_NAME)."))
+    state_dir: Path = field(default_factory=_default_state_dir, metadata=_opt(
+        "Directory for the daemon's state ($STATE_DIRECTORY under systemd, else ~/.local/share/kioskd)."))
+    models_dir: Path | None = field(default=None, metadata=_opt(
+        "Directory that holds pulled models (default: STATE_DIR/models)."))
+    n_ctx: int = field(default=4096, metadata=_opt("Context window in tokens.", lo=256, hi=131072))
+    n_batch: int = field(default=512, metadata=_opt("Prompt tokens evaluated per batch.", lo=8, hi=8192))
+    threads: int = field(default_factory=default_generation_threads, metadata=_opt(
+        "Threads for token generation (default: half the cores, at least 2).", lo=1, hi=256))
+    threads_batch: int = field(default_factory=default_batch_threads, metadata=_opt(
+        "Threads for prompt reading (default: all cores).", lo=1, hi=256))
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata=_opt(
+        "System prompt placed before every conversation."))
+    max_tokens: int = field(default=512, metadata=_opt(
+        "Default and maximum reply length in tokens.", lo=1, hi=32768))
+    temperature: float = field(default=0.7, metadata=_opt("Default sampling temperature.", lo=0.0, hi=5.0))
+    top_p: float = field(default=0.9, metadata=_opt("Default nucleus sampling threshold.", lo=0.0, hi=1.0))
+    top_k: int = field(default=40, metadata=_opt("Default top-k sampling (0 disables).", lo=0, hi=1000))
+    repeat_penalty: float = field(default=1.1, metadata=_opt("Repetition penalty.", lo=0.0, hi=5.0))
+    queue_size: int = field(default=8, metadata=_opt(
+        "Requests that may wait for the busy model; more get HTTP 503 / a busy frame.", lo=0, hi=10000))
+    retry_after: int = field(default=2, metadata=_opt(
+        "Seconds suggested in Retry-After when busy.", lo=1, hi=3600))
+    max_sessions: int = field(default=256, metadata=_opt(
+        "Conversations kept in memory (oldest dropped first).", lo=1, hi=1_000_000))
+    max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
+        "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
+    log_level: str = field(default="info", metadata=_opt(
+        "Log level.", choices=("debug", "info", "warning", "error")))
+    fault_load_delay: float = field(default=0.0, metadata=_opt(
+        "Fault injection for tests: seconds to wait before loading the model.", lo=0.0, hi=3600.0))
+
+    def sampling(self) -> Sampling:
+        """The default sampling parameters for a reply."""
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                        top_k=self.top_k, repeat_penalty=self.repeat_penalty)
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.state_dir / "models"
+
+    @property
+    def model_id(self) -> str:
+        return self.model_alias or (self.model.stem if self.model else self.model_name)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; values stay strings so all sources share one converter."""
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"TOML settings file (default: {DEFAULT_CONFIG} when present; env KIOSKD_CONFIG).")
+    for f in dataclasses.fields(Settings):
+        meta = f.metadata
+        extra = f" One of: {', '.join(meta['choices'])}." if meta["choices"] else ""
+        parser.add_argument(flag_name(f.name), dest=f.name, default=None, metavar=f.name.upper(),
+                            help=f"{meta['help']}{extra} [env {env_name(f.name)}]")
+
+
+def _convert(name: str, raw: object, origin: str) -> object:
+    """Turn a raw value (TOML-typed or a string) into the field's type, or raise naming the setting."""
+    f = FIELDS[name]
+    kind = str(f.type)
+    meta = f.metadata
+    try:
+        value = _coerce(kind, raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"invalid value for setting '{name}' (from {origin}): {exc}") from None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        lo, hi = meta["lo"], meta["hi"]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise SettingsError(
+                f"invalid value for setting '{name}' (from {origin}): {value!r} is outside {lo}..{hi}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise SettingsError(f"invalid value for setting '{name}' (from {origin}): {value!r} is not one of "
+                            f"{', '.join(meta['choices'])}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(kind: str, raw: object) -> object:
+    optional = kind.endswith("| None")
+    if optional and (raw is None or raw == ""):
+        return None
+    base = kind.removesuffix(" | None")
+    if base == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"expected a boolean (true/false, 1/0, yes/no), got {raw!r}")
+    if base == "int":
+        if isinstance(raw, bool | float):
+            raise ValueError(f"expected an integer, got {raw!r}")
+        try:
+            return int(str(raw).strip(), 10)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if base == "float":
+        if isinstance(raw, bool):
+            raise ValueError(f"expected a number, got {raw!r}")
+        try:
+            number = float(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return number
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    if base == "Path":
+        return Path(raw).expanduser()
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+    # Accept both a flat file and one with a [kioskd] table.
+    table = data.get("kioskd", data)
+    if not isinstance(table, dict):
+        raise SettingsError(f"config file {path}: [kioskd] must be a table")
+    unknown = sorted(set(table) - set(FIELDS))
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(FIELDS)}")
+    return dict(table)
+
+
+def load_settings(cli: Mapping[str, object] | None = None, *, config: Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge defaults < TOML file < environment < command line into one validated Settings."""
+    environ = os.environ if environ is None else environ
+    cli = cli or {}
+    values: dict[str, object] = {}
+    config_path = config or (Path(environ["KIOSKD_CONFIG"]) if environ.get("KIOSKD_CONFIG") else None)
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    if config_path is not None:
+        for name, raw in _read_toml(config_path).items():
+            values[name] = _convert(name, raw, f"{config_path}")
+    for name in FIELDS:
+        if env_name(name) in environ:
+            values[name] = _convert(name, environ[env_name(name)], f"env {env_name(name)}")
+    for name, raw in cli.items():
+        if name in FIELDS and raw is not None:
+            values[name] = _convert(name, raw, f"flag {flag_name(name)}")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    cli = {name: getattr(args, name, None) for name in FIELDS}
+    return load_settings(cli, config=args.config, environ=environ)
+
+
+def describe(settings: Settings) -> dict[str, object]:
+    """The settings as plain values for logging, with secrets masked."""
+    out: dict[str, object] = {}
+    for name, f in FIELDS.items():
+        value = getattr(settings, name)
+        if f.metadata["secret"] and value:
+            value = "***"
+        out[name] = str(value) if isinstance(value, Path) else value
+    return out
+
