@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import WSCloseCode, web
 
 from daemon import chat_ws, health, openai_api
-from daemon.appkeys import CONVERSATIONS, ENGINE, LISTENING, SETTINGS, SOCKETS
+from daemon.appkeys import CONVERSATIONS, ENGINE, LISTENING, SETTINGS, SOCKETS, OpenSockets
 from daemon.conversations import ConversationStore
 from daemon.engine import ChatEngine
 from daemon.middlewares import json_errors
@@ -20,8 +20,7 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app[ENGINE] = engine
     app[CONVERSATIONS] = ConversationStore(settings.max_sessions)
     app[LISTENING] = asyncio.Event()
-    sockets: set[web.WebSocketResponse] = set()
-    app[SOCKETS] = sockets
+    app[SOCKETS] = OpenSockets()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/ws", chat_ws.websocket_chat)
@@ -32,5 +31,6 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[SOCKETS]):
+    open_sockets: OpenSockets = app[SOCKETS]
+    for ws in list(open_sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

@@ -14,4 +14,10 @@ SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", ChatEngine)
 CONVERSATIONS = web.AppKey("conversations", ConversationStore)
 LISTENING = web.AppKey("listening", asyncio.Event)
-SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+
+
+class OpenSockets(set[web.WebSocketResponse]):
+    """The kiosk WebSockets that are open, so shutdown can close them politely."""
+
+
+SOCKETS = web.AppKey("sockets", OpenSockets)

@@ -46,7 +46,7 @@ def describe_source(source: Source) -> str:
         return source.url
     reqs = source.requirements
     if len(reqs) > 2:
-        return f"PyPI wheels {reqs[0]} … {reqs[-1]} ({len(reqs)} wheels)"
+        return f"PyPI wheels {reqs[0]} ... {reqs[-1]} ({len(reqs)} wheels)"
     return ("PyPI wheel " if len(reqs) == 1 else "PyPI wheels ") + ", ".join(reqs)
 
 

@@ -219,7 +219,8 @@ def _fetch(
             if failures > retries:
                 raise ProvisionError(f"{url}: giving up after {retries} retries: {exc}") from exc
             delay = min(backoff * 2 ** max(failures - 1, 0), _MAX_BACKOFF)
-            log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, exc, delay, failures, retries)
+            retry = f"retry {failures}/{retries}" if failures else f"resuming from byte {part.written}"
+            log.warning("%s: %s; %s in %.1f s", url, exc, retry, delay)
             time.sleep(delay)
 
 

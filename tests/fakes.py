@@ -1,0 +1,145 @@
+"""Test doubles at the ChatEngine seam, and a helper that serves the real app on a real socket.
+
+`ScriptedEngine` is a model-free `ChatEngine`: `generate()` returns a real `daemon.engine.Generation`, whose
+worker thread "decodes" a scripted list of text pieces, sleeping `delay` seconds per piece and checking the
+cancel flag once per piece, as the llama.cpp engine does once per token. It records every request and every
+run so tests can assert on what the HTTP layer asked for and on how the generation ended.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from daemon.app import create_app
+from daemon.appkeys import LISTENING
+from daemon.engine import ChatEngine, Emit, Generation
+from daemon.gate import ModelGate
+from daemon.messages import (
+    EngineError,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    ModelNotReady,
+    Timings,
+    Usage,
+)
+from daemon.settings import load_settings
+
+DEFAULT_PIECES = ("Hello", ",", " world", "!")
+
+
+@dataclass
+class Run:
+    """What one generation did on the worker thread."""
+
+    request: GenerationRequest
+    emitted: list[str] = field(default_factory=list)
+    saw_cancel: bool = False
+    finished: Finished | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def prompt_tokens(request: GenerationRequest) -> int:
+    """The scripted engine's "tokenizer": one token per whitespace-separated word."""
+    return sum(len(m.content.split()) for m in request.messages)
+
+
+class ScriptedEngine:
+    """A ChatEngine without a model. Set `ready`, `error`, `pieces` or `delay` before (or between) requests."""
+
+    def __init__(self, pieces: Sequence[str] = DEFAULT_PIECES, *, delay: float = 0.0,
+                 model_id: str = "scripted-model", queue_size: int = 8, ready: bool = True,
+                 error: type[EngineError] | None = None, end_reason: FinishReason = "stop") -> None:
+        self.pieces = list(pieces)
+        self.delay = delay
+        self.model_id = model_id
+        self.ready = ready
+        self.error = error
+        """Raised on the worker thread when a run starts (as PromptTooLong is by the real engine)."""
+        self.end_reason: FinishReason = end_reason
+        """The reason reported when the script runs out (the model's end-of-generation token)."""
+        self.requests: list[GenerationRequest] = []
+        """Every request passed to generate(), including ones that never ran."""
+        self.runs: list[Run] = []
+        """Every generation that got the model and started on the worker thread."""
+        self._gate = ModelGate(queue_size)
+
+    @property
+    def gate(self) -> ModelGate:
+        return self._gate
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        self.requests.append(request)
+        if not self.ready:
+            raise ModelNotReady("the model is still loading")
+
+        def run(cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
+            return self._run(Run(request), cancel, emit, queue_ms)
+
+        return Generation(self._gate, run)
+
+    def _run(self, run: Run, cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
+        self.runs.append(run)
+        started = time.perf_counter()
+        first_text_at: float | None = None
+        try:
+            if self.error is not None:
+                raise self.error("scripted engine failure")
+            reason = self.end_reason
+            for piece in self.pieces:
+                time.sleep(self.delay)  # "decoding" the token
+                if cancel.is_set():
+                    run.saw_cancel, reason = True, "cancelled"
+                    break
+                first_text_at = first_text_at or time.perf_counter()
+                run.emitted.append(piece)
+                emit(piece)
+                if len(run.emitted) >= run.request.sampling.max_tokens:
+                    reason = "length"
+                    break
+            run.finished = self._report(run, reason, started, first_text_at, queue_ms)
+            return run.finished
+        finally:
+            run.done.set()
+
+    def _report(self, run: Run, reason: FinishReason, started: float, first_text_at: float | None,
+                queue_ms: float) -> Finished:
+        now = time.perf_counter()
+        n, prompt = len(run.emitted), prompt_tokens(run.request)
+        timings = Timings(queue_ms=round(queue_ms, 2), ttft_ms=round(((first_text_at or now) - started) * 1000, 2),
+                          prompt_eval_tokens=prompt, prompt_ms=0.0,
+                          tokens_per_s=round(n / (now - started), 2) if n else 0.0,
+                          total_ms=round((now - started) * 1000, 2))
+        return Finished(reason=reason, text="".join(run.emitted), usage=Usage(prompt, n), timings=timings)
+
+
+@dataclass
+class Served:
+    app: web.Application
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def serve(engine: ChatEngine, **settings: object) -> AsyncIterator[Served]:
+    """The real app on 127.0.0.1 at a free port, set up as daemon.server does; `settings` as in load_settings."""
+    app = create_app(load_settings(settings, environ={}), engine)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        app[LISTENING].set()
+        yield Served(app, runner, runner.addresses[0][1])
+    finally:
+        if runner.server is not None:
+            await runner.cleanup()
