@@ -319,7 +319,11 @@ def environment() -> dict[str, Any]:
     import llama_cpp
 
     return {"python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__,
-            "kernel": platform.release(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+            "kernel": platform.release(), "cpus": os.cpu_count(), "loadavg": _loadavg()}
+
+
+def _loadavg() -> tuple[float, ...]:
+    return tuple(round(x, 2) for x in os.getloadavg())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -350,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     blocks += [*daemon, raw_block(args, "raw B", user_prompts)]
     summary = summarize(blocks, loaded)
     lines = list(table(blocks, summary))
-    load = (env_before["loadavg"], os.getloadavg())
-    lines.append(f"load average (1/5/15 min) before: {load[0]}, after: {tuple(round(x, 2) for x in load[1])}")
+    load = (env_before["loadavg"], _loadavg())
+    lines.append(f"load average (1/5/15 min) before: {load[0]}, after: {load[1]}")
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
         result = {"args": {k: str(v) for k, v in vars(args).items()}, "environment": env_before,

@@ -129,10 +129,23 @@ class ChatConnection:
         return generation.result
 
     async def close(self) -> None:
-        """The client is gone: stop its answer and wait until the model is free."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """The client is gone: stop its answer and wait until the model is free.
+
+        The wait survives this handler being cancelled too (aiohttp does so at shutdown): cancelling the
+        answer a second time would make it stop waiting for the worker thread.
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _cancelled_before_start() -> Finished:

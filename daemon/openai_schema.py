@@ -80,9 +80,7 @@ def _content(raw: object, where: str) -> str:
 
 def _sampling(body: Mapping[str, Any], settings: Settings) -> Sampling:
     default = settings.sampling()
-    max_tokens = _typed(body, "max_completion_tokens", int, None) or _typed(body, "max_tokens", int, None)
-    if max_tokens is not None and not 1 <= max_tokens <= settings.n_ctx:
-        raise ApiError(400, f"max_tokens must be between 1 and {settings.n_ctx}", param="max_tokens")
+    max_tokens = _max_tokens(body, settings)
     temperature = _number(body, "temperature", default.temperature, 0.0, 2.0)
     top_p = _number(body, "top_p", default.top_p, 0.0, 1.0)
     top_k = _typed(body, "top_k", int, default.top_k)
@@ -93,6 +91,17 @@ def _sampling(body: Mapping[str, Any], settings: Settings) -> Sampling:
         temperature=temperature, top_p=top_p, top_k=top_k, repeat_penalty=default.repeat_penalty,
         stop=_stops(body.get("stop")), seed=_typed(body, "seed", int, None),
     )
+
+
+def _max_tokens(body: Mapping[str, Any], settings: Settings) -> int | None:
+    """max_completion_tokens, else the older max_tokens; each, when given, is checked on its own."""
+    limits: dict[str, int | None] = {}
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = _typed(body, name, int, None)
+        if value is not None and not 1 <= value <= settings.n_ctx:
+            raise ApiError(400, f"'{name}' must be between 1 and {settings.n_ctx}", param=name)
+        limits[name] = value
+    return limits["max_completion_tokens"] or limits["max_tokens"]
 
 
 def _stops(raw: object) -> tuple[str, ...]:

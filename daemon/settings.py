@@ -31,11 +31,12 @@ class SettingsError(ValueError):
     """An invalid setting; the message names the setting and where its value came from."""
 
 
-def _default_state_dir() -> Path:
+def _default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     # systemd's StateDirectory= sets STATE_DIRECTORY; run by hand, stay inside the user's home.
-    if state := os.environ.get("STATE_DIRECTORY"):
+    environ = os.environ if environ is None else environ
+    if state := environ.get("STATE_DIRECTORY"):
         return Path(state.split(":")[0])
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "kioskd"
 
 
@@ -222,7 +223,7 @@ def load_settings(cli: Mapping[str, object] | None = None, *, config: Path | Non
     """Merge defaults < TOML file < environment < command line into one validated Settings."""
     environ = os.environ if environ is None else environ
     cli = cli or {}
-    values: dict[str, object] = {}
+    values: dict[str, object] = {"state_dir": _default_state_dir(environ)}
     config_path = config or (Path(environ["KIOSKD_CONFIG"]) if environ.get("KIOSKD_CONFIG") else None)
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = DEFAULT_CONFIG

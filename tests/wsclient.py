@@ -27,9 +27,9 @@ class Answer:
 
 
 async def read_answer(ws: aiohttp.ClientWebSocketResponse, answer: Answer, cancel_after: int | None = None,
-                      disconnect_after: int | None = None, timeout: float = 60.0) -> Answer:
+                      disconnect_after: int | None = None, limit_s: float = 60.0) -> Answer:
     while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
+        msg = await asyncio.wait_for(ws.receive(), limit_s)
         if msg.type != aiohttp.WSMsgType.TEXT:
             raise AssertionError(f"unexpected message {msg!r}")
         frame = json.loads(msg.data)
