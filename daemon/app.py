@@ -26,8 +26,13 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app.router.add_get("/ws", chat_ws.websocket_chat)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    app.on_shutdown.append(_stop_generations)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+async def _stop_generations(app: web.Application) -> None:
+    app[ENGINE].shutdown()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,8 @@ class ChatEngine(Protocol):
     def gate(self) -> ModelGate: ...
 
     def generate(self, request: GenerationRequest) -> Generation: ...
+
+    def shutdown(self) -> None: ...
 
 
 class Generation:
@@ -137,6 +140,7 @@ class LlamaEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._gate = ModelGate(settings.queue_size)
         self._llm: Any = None
+        self._generations: weakref.WeakSet[Generation] = weakref.WeakSet()
         self._render: Callable[[Sequence[ChatMessage]], str] | None = None
 
     @property
@@ -183,7 +187,15 @@ class LlamaEngine:
         def run(cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
             return self._run(request, cancel, emit, queue_ms)
 
-        return Generation(self._gate, run, self._executor)
+        generation = Generation(self._gate, run, self._executor)
+        self._generations.add(generation)
+        return generation
+
+    def shutdown(self) -> None:
+        """Stop the running answer after its current token and turn away everything that waits."""
+        self._gate.close()
+        for generation in list(self._generations):
+            generation.cancel()
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

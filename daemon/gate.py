@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from daemon.messages import Busy
+from daemon.messages import Busy, ShuttingDown
 
 
 class ModelGate:
@@ -14,6 +14,7 @@ class ModelGate:
     def __init__(self, max_waiting: int) -> None:
         self._max_waiting = max_waiting
         self._held = False
+        self._closed = False
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -25,6 +26,8 @@ class ModelGate:
         return sum(1 for w in self._waiters if not w.done())
 
     async def acquire(self) -> None:
+        if self._closed:
+            raise ShuttingDown("the daemon is shutting down")
         if not self._held and not self._waiters:
             self._held = True
             return
@@ -48,3 +51,11 @@ class ModelGate:
                 waiter.set_result(None)  # Ownership moves to the waiter; _held stays True.
                 return
         self._held = False
+
+    def close(self) -> None:
+        """Refuse new callers and send every waiter away; the current holder keeps its slot."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ShuttingDown("the daemon is shutting down"))

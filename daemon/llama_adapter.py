@@ -82,6 +82,9 @@ class Decoder:
 
     def __iter__(self) -> Iterator[bytes]:
         llm, s = self._llm, self._sampling
+        if self._cancel.is_set():  # Cancelled while waiting for the thread: do not read the prompt.
+            self.reason = "cancelled"
+            return
         if s.seed is not None:
             llm.set_seed(s.seed)
         llm.evaluated = 0

@@ -85,3 +85,7 @@ class PromptTooLong(EngineError):
 
 class Busy(EngineError):
     code = "busy"
+
+
+class ShuttingDown(EngineError):
+    code = "shutting_down"

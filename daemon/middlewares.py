@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from daemon.appkeys import SETTINGS
-from daemon.messages import Busy, EngineError, ModelNotReady, PromptTooLong
+from daemon.messages import Busy, EngineError, ModelNotReady, PromptTooLong, ShuttingDown
 from daemon.openai_schema import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -17,6 +17,8 @@ _LOGGER = logging.getLogger(__name__)
 def _engine_error(exc: EngineError, retry_after: int) -> tuple[ApiError, dict[str, str]]:
     if isinstance(exc, Busy):
         return ApiError(503, str(exc), code=exc.code, kind="server_busy"), {"Retry-After": str(retry_after)}
+    if isinstance(exc, ShuttingDown):
+        return ApiError(503, str(exc), code=exc.code, kind="server_unavailable"), {"Retry-After": str(retry_after)}
     if isinstance(exc, ModelNotReady):
         return ApiError(503, str(exc), code=exc.code, kind="server_loading"), {"Retry-After": str(retry_after)}
     if isinstance(exc, PromptTooLong):

@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from daemon.appkeys import ENGINE, SETTINGS
-from daemon.messages import Finished, GenerationRequest
+from daemon.engine import Generation
+from daemon.messages import EngineError, Finished, GenerationRequest
 from daemon.openai_schema import ApiError, ChatCompletionParams, parse_chat_request
 
 CREATED = int(time.time())
@@ -36,9 +37,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     generation = request.app[ENGINE].generate(
         GenerationRequest(params.messages, params.sampling, request_id=completion_id))
+    if params.stream:
+        return await _stream(request, generation, params, completion_id)
     async with generation:
-        if params.stream:
-            return await _stream(request, generation, params, completion_id)
         async for _ in generation:
             pass
     assert generation.result is not None
@@ -71,27 +72,39 @@ def _completion(request: web.Request, completion_id: str, finished: Finished) ->
     }
 
 
-async def _stream(request: web.Request, generation: Any, params: ChatCompletionParams,
+async def _stream(request: web.Request, generation: Generation, params: ChatCompletionParams,
                   completion_id: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    await response.prepare(request)
     base = _base(request, completion_id, "chat.completion.chunk")
 
-    async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-        payload = json.dumps({**base, "choices": choices, **extra}, ensure_ascii=False)
-        await response.write(f"data: {payload}\n\n".encode())
+    async def send(payload: dict[str, Any]) -> None:
+        await response.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {**base, "choices": choices, **extra}
 
     def delta(content: dict[str, str], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]
 
-    await send(delta({"role": "assistant", "content": ""}))
-    async for piece in generation:
-        await send(delta({"content": piece}))
-    finished: Finished = generation.result
-    await send(delta({}, _finish_reason(finished)), timings=asdict(finished.timings))
+    try:
+        async with generation:  # Waits for the model (or raises Busy) before any header is sent.
+            await response.prepare(request)
+            await send(chunk(delta({"role": "assistant", "content": ""})))
+            async for piece in generation:
+                await send(chunk(delta({"content": piece})))
+    except EngineError as exc:
+        if not response.prepared:
+            raise  # Nothing sent yet: the middleware answers with a plain JSON error.
+        # The status line is gone; OpenAI's clients raise on an error event in the stream.
+        await send({"error": {"message": str(exc), "type": "server_error", "param": None, "code": exc.code}})
+        await response.write_eof()
+        return response
+    finished = generation.result
+    assert finished is not None
+    await send(chunk(delta({}, _finish_reason(finished)), timings=asdict(finished.timings)))
     if params.include_usage:
-        await send([], usage=_usage(finished))
+        await send(chunk([], usage=_usage(finished)))
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response

@@ -41,6 +41,7 @@ class Run:
     request: GenerationRequest
     emitted: list[str] = field(default_factory=list)
     saw_cancel: bool = False
+    first_text_at: float | None = None
     finished: Finished | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -68,6 +69,8 @@ class ScriptedEngine:
         """Every request passed to generate(), including ones that never ran."""
         self.runs: list[Run] = []
         """Every generation that got the model and started on the worker thread."""
+        self.generations: list[Generation] = []
+        self.shut_down = False
         self._gate = ModelGate(queue_size)
 
     @property
@@ -82,37 +85,49 @@ class ScriptedEngine:
         def run(cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
             return self._run(Run(request), cancel, emit, queue_ms)
 
-        return Generation(self._gate, run)
+        generation = Generation(self._gate, run)
+        self.generations.append(generation)
+        return generation
+
+    def shutdown(self) -> None:
+        """As LlamaEngine.shutdown: turn away every waiter and stop the running answer after its current piece."""
+        self.shut_down = True
+        self._gate.close()
+        for generation in self.generations:
+            generation.cancel()
 
     def _run(self, run: Run, cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
         self.runs.append(run)
         started = time.perf_counter()
-        first_text_at: float | None = None
         try:
             if self.error is not None:
                 raise self.error("scripted engine failure")
-            reason = self.end_reason
-            for piece in self.pieces:
-                time.sleep(self.delay)  # "decoding" the token
-                if cancel.is_set():
-                    run.saw_cancel, reason = True, "cancelled"
-                    break
-                first_text_at = first_text_at or time.perf_counter()
-                run.emitted.append(piece)
-                emit(piece)
-                if len(run.emitted) >= run.request.sampling.max_tokens:
-                    reason = "length"
-                    break
-            run.finished = self._report(run, reason, started, first_text_at, queue_ms)
+            reason = self._decode(run, cancel, emit)
+            run.finished = self._report(run, reason, started, queue_ms)
             return run.finished
         finally:
             run.done.set()
 
-    def _report(self, run: Run, reason: FinishReason, started: float, first_text_at: float | None,
-                queue_ms: float) -> Finished:
+    def _decode(self, run: Run, cancel: threading.Event, emit: Emit) -> FinishReason:
+        if cancel.is_set():  # Cancelled before the worker thread got to it, as the real Decoder checks.
+            run.saw_cancel = True
+            return "cancelled"
+        for piece in self.pieces:
+            time.sleep(self.delay)  # "decoding" the token
+            if cancel.is_set():
+                run.saw_cancel = True
+                return "cancelled"
+            run.first_text_at = run.first_text_at or time.perf_counter()
+            run.emitted.append(piece)
+            emit(piece)
+            if len(run.emitted) >= run.request.sampling.max_tokens:
+                return "length"
+        return self.end_reason
+
+    def _report(self, run: Run, reason: FinishReason, started: float, queue_ms: float) -> Finished:
         now = time.perf_counter()
         n, prompt = len(run.emitted), prompt_tokens(run.request)
-        timings = Timings(queue_ms=round(queue_ms, 2), ttft_ms=round(((first_text_at or now) - started) * 1000, 2),
+        timings = Timings(queue_ms=round(queue_ms, 2), ttft_ms=round(((run.first_text_at or now) - started) * 1000, 2),
                           prompt_eval_tokens=prompt, prompt_ms=0.0,
                           tokens_per_s=round(n / (now - started), 2) if n else 0.0,
                           total_ms=round((now - started) * 1000, 2))

@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from daemon.messages import ChatMessage, PromptTooLong, Timings
 from tests.fakes import ScriptedEngine, Served, prompt_tokens, serve
@@ -92,7 +93,7 @@ def eventually(check: Callable[[], bool], limit: float = 3.0) -> None:
         time.sleep(0.005)
 
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 # ---- completions ----
@@ -100,7 +101,7 @@ USER = [{"role": "user", "content": "hi"}]
 def test_completion_returns_content_finish_reason_usage_and_timings(start: Start) -> None:
     engine = ScriptedEngine(["Hel", "lo", "!"], model_id="tiny-chat")
     _, client = start(engine)
-    completion = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}])
+    completion = client.chat.completions.create(model="anything", messages=USER)
     choice = completion.choices[0]
     assert choice.message.role == "assistant" and choice.message.content == "Hello!"
     assert choice.finish_reason == "stop"
@@ -135,7 +136,10 @@ def test_messages_and_sampling_reach_the_engine(start: Start) -> None:
 def test_max_tokens_is_capped_by_the_daemon_setting(start: Start, field: str) -> None:
     engine = ScriptedEngine(["a", "b", "c", "d", "e"])
     _, client = start(engine, max_tokens=3)
-    completion = client.chat.completions.create(model="m", messages=USER, **{field: 1000})  # type: ignore[call-overload]
+    if field == "max_tokens":
+        completion = client.chat.completions.create(model="m", messages=USER, max_tokens=1000)
+    else:
+        completion = client.chat.completions.create(model="m", messages=USER, max_completion_tokens=1000)
     assert engine.requests[0].sampling.max_tokens == 3
     assert completion.choices[0].message.content == "abc"
     assert completion.choices[0].finish_reason == "length"
@@ -183,11 +187,12 @@ def test_busy_is_503_with_retry_after(start: Start) -> None:
     stream = client.chat.completions.create(model="m", messages=USER, stream=True)
     with stream:
         next(iter(stream))  # the first client now holds the model
-        with pytest.raises(openai.APIStatusError) as caught:
-            client.chat.completions.create(model="m", messages=USER)
-    assert caught.value.status_code == 503
-    assert caught.value.response.headers["Retry-After"] == "9"
-    assert caught.value.response.json()["error"]["code"] == "busy"
+        for stream_too in (False, True):
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="m", messages=USER, stream=stream_too)
+            assert caught.value.status_code == 503
+            assert caught.value.response.headers["Retry-After"] == "9"
+            assert caught.value.response.json()["error"]["code"] == "busy"
 
 
 def test_not_ready_is_503_model_loading(start: Start) -> None:
@@ -208,6 +213,16 @@ def test_engine_error_is_an_openai_error(start: Start) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="m", messages=USER)
     assert caught.value.response.json()["error"]["code"] == "prompt_too_long"
+
+
+def test_engine_error_after_the_stream_started_is_an_error_event(start: Start) -> None:
+    engine = ScriptedEngine(error=PromptTooLong)
+    _, client = start(engine)
+    with pytest.raises(openai.APIError) as caught:
+        list(client.chat.completions.create(model="m", messages=USER, stream=True))
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "prompt_too_long"
+    engine.error = None
+    assert client.chat.completions.create(model="m", messages=USER).choices[0].finish_reason == "stop"
 
 
 BAD_BODIES: list[tuple[bytes, str | None]] = [
@@ -246,13 +261,14 @@ def shared() -> Iterator[tuple[Served, ScriptedEngine]]:
 def test_malformed_body_is_400_with_openai_error(shared: tuple[Served, ScriptedEngine], body: bytes,
                                                   param: str | None) -> None:
     served, engine = shared
+    asked = len(engine.requests)
     status, headers, data = request(served, "/v1/chat/completions", body)
     assert status == 400
     assert headers["Content-Type"].startswith("application/json")
     assert set(data) == {"error"} and set(data["error"]) == {"message", "type", "param", "code"}
     assert data["error"]["type"] == "invalid_request_error" and data["error"]["message"]
     assert data["error"]["param"] == param
-    assert engine.requests == []
+    assert len(engine.requests) == asked, "a refused request reached the engine"
 
 
 # ---- the client going away ----
