@@ -164,3 +164,23 @@ def test_sigterm_mid_answer_exits_cleanly(test_model: Path, daemon_factory: Call
 
     run(start_answer())
     assert d.stop(timeout=20) == 0, d.log()
+
+
+def test_sigterm_mid_stream_ends_the_http_answer_promptly(test_model: Path,
+                                                          daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory("--model", str(test_model), "--max-tokens", "4000")
+
+    async def stream_then_stop() -> float:
+        body = {"messages": [{"role": "user", "content": LONG_QUESTION}], "stream": True}
+        async with aiohttp.ClientSession() as http, http.post(d.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+            await resp.content.readline()
+            signalled = time.perf_counter()
+            d.proc.send_signal(signal.SIGTERM)
+            async for _ in resp.content:
+                pass
+            return time.perf_counter() - signalled
+
+    ended_after = run(stream_then_stop())
+    assert d.stop(timeout=20) == 0, d.log()
+    assert ended_after < 10, "shutdown must cut a long answer short, not wait for all 4000 tokens"
