@@ -230,7 +230,12 @@ class LlamaEngine:
             pieces.append(tail)
             emit(tail)
         reason: FinishReason = "stop" if stopper.stopped else decoder.reason
-        return _report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
+        finished = _report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
+        t = finished.timings
+        _LOGGER.info("answer %s: %s, %d prompt tokens (%d evaluated), %d generated, ttft %.0f ms, %.1f tokens/s",
+                     request.request_id or "-", reason, finished.usage.prompt_tokens, t.prompt_eval_tokens,
+                     finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s)
+        return finished
 
 
 def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,
