@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from daemon import chat_ws, health, openai_api
-from daemon.appkeys import CONVERSATIONS, ENGINE, LISTENING, SETTINGS, SOCKETS, OpenSockets
-from daemon.conversations import ConversationStore
+from daemon import chat_ws, health, openai_api, sessions_api
+from daemon.appkeys import CONVERSATIONS, ENGINE, HISTORY, LISTENING, SETTINGS, SOCKETS, OpenSockets
+from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
+from daemon.history import History
 from daemon.middlewares import json_errors
+from daemon.retention import purge_periodically
 from daemon.settings import Settings
 
 
@@ -18,7 +21,6 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
     app[ENGINE] = engine
-    app[CONVERSATIONS] = ConversationStore(settings.max_sessions)
     app[LISTENING] = asyncio.Event()
     app[SOCKETS] = OpenSockets()
     app.router.add_get("/healthz", health.healthz)
@@ -26,9 +28,27 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app.router.add_get("/ws", chat_ws.websocket_chat)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    sessions_api.add_routes(app.router)
+    app.cleanup_ctx.append(_history)
     app.on_shutdown.append(_stop_generations)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+async def _history(app: web.Application) -> AsyncIterator[None]:
+    """Open the history before the socket listens (a broken database stops start-up), purge old sessions
+    while serving, and close the store last."""
+    settings = app[SETTINGS]
+    history = await History.open(settings.history_file)
+    app[HISTORY] = history
+    app[CONVERSATIONS] = Conversations(settings, app[ENGINE], history)
+    purger = asyncio.create_task(purge_periodically(history, settings.retention_days), name="history-purge")
+    try:
+        yield
+    finally:
+        purger.cancel()
+        await asyncio.gather(purger, return_exceptions=True)
+        await history.close()
 
 
 async def _stop_generations(app: web.Application) -> None:

@@ -6,13 +6,15 @@ import asyncio
 
 from aiohttp import web
 
-from daemon.conversations import ConversationStore
+from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
+from daemon.history import History
 from daemon.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", ChatEngine)
-CONVERSATIONS = web.AppKey("conversations", ConversationStore)
+CONVERSATIONS = web.AppKey("conversations", Conversations)
+HISTORY = web.AppKey("history", History)
 LISTENING = web.AppKey("listening", asyncio.Event)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 from aiohttp import WSMsgType, web
 
-from daemon.appkeys import CONVERSATIONS, ENGINE, SETTINGS, SOCKETS
-from daemon.conversations import UnknownSession
+from daemon.appkeys import CONVERSATIONS, SETTINGS, SOCKETS
 from daemon.engine import Generation
 from daemon.frames import (
     CancelFrame,
@@ -16,12 +16,14 @@ from daemon.frames import (
     DoneFrame,
     ErrorFrame,
     FrameError,
+    ResetFrame,
     ServerFrame,
     SessionFrame,
     TokenFrame,
     parse_client_frame,
 )
-from daemon.messages import Busy, ChatMessage, EngineError, Finished, GenerationRequest, Timings, Usage
+from daemon.history import HistoryError, NoSuchSession, Turn
+from daemon.messages import Busy, EngineError, Finished, Timings, Usage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ async def websocket_chat(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app[SOCKETS].add(ws)
     chat = ChatConnection(ws, app)
+    chat.start_idle_watch()
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -53,12 +56,35 @@ class ChatConnection:
         self._task: asyncio.Task[None] | None = None
         self._generation: Generation | None = None
         self._cancel_while_queued = False
+        self._session: str | None = None
+        self._last_activity = asyncio.get_running_loop().time()
+        self._idle_watch: asyncio.Task[None] | None = None
+
+    def start_idle_watch(self) -> None:
+        if self._app[SETTINGS].idle_reset > 0:
+            self._idle_watch = asyncio.create_task(self._watch_idle(), name="ws-idle-watch")
+
+    async def _watch_idle(self) -> None:
+        """End the screen's conversation after `idle_reset` seconds with no frames and no answer running."""
+        idle = self._app[SETTINGS].idle_reset
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.0, self._last_activity + idle - loop.time()))
+            if self._task is not None and not self._task.done():
+                self._last_activity = loop.time()  # Writing an answer is activity too.
+            elif loop.time() - self._last_activity >= idle:
+                if self._session is not None:
+                    session, self._session = self._session, None
+                    _LOGGER.info("session %s ended after %.0f s idle", session, idle)
+                    await self.send(ResetFrame(session))
+                self._last_activity = loop.time()
 
     async def send(self, frame: ServerFrame) -> None:
         if not self._ws.closed:
             await self._ws.send_str(frame.to_json())
 
     async def on_text(self, raw: str) -> None:
+        self._last_activity = asyncio.get_running_loop().time()
         try:
             frame = parse_client_frame(raw)
         except FrameError as exc:
@@ -83,65 +109,62 @@ class ChatConnection:
             await self.send(ErrorFrame("generation_in_progress",
                                        "an answer is still being written; cancel it or wait for 'done'"))
             return
-        store = self._app[CONVERSATIONS]
         try:
-            session = frame.session or store.create()
-            history = store.history(session)
-        except UnknownSession:
+            session, turns = await self._app[CONVERSATIONS].open(frame.session)
+        except NoSuchSession:
             await self.send(ErrorFrame("unknown_session", f"no session {frame.session!r}; send null to start"))
             return
+        except HistoryError as exc:
+            await self.send(ErrorFrame("history_unavailable", str(exc)))
+            return
         await self.send(SessionFrame(session))
+        self._session = session
         self._cancel_while_queued = False
-        self._task = asyncio.create_task(self._answer(session, history, frame.text), name=f"ws-chat-{session}")
+        self._task = asyncio.create_task(self._answer(session, turns, frame.text), name=f"ws-chat-{session}")
 
-    async def _answer(self, session: str, history: tuple[ChatMessage, ...], text: str) -> None:
+    async def _answer(self, session: str, turns: list[Turn], text: str) -> None:
         settings = self._app[SETTINGS]
-        question = ChatMessage("user", text)
-        system = ChatMessage("system", settings.system_prompt)
-        request = GenerationRequest((system, *history, question), settings.sampling(), request_id=session)
+
+        async def on_piece(piece: str) -> None:
+            await self.send(TokenFrame(piece))
+
+        def on_start(generation: Generation | None) -> None:
+            self._generation = generation
+
         try:
-            finished = await self._generate(request)
+            finished = await self._app[CONVERSATIONS].answer(session, turns, text, on_piece, on_start)
         except Busy as exc:
             await self.send(ErrorFrame(exc.code, str(exc), retry_after=settings.retry_after))
             return
         except EngineError as exc:
             await self.send(ErrorFrame(exc.code, str(exc)))
             return
+        except (HistoryError, sqlite3.Error) as exc:
+            _LOGGER.error("history store failed in session %s: %s", session, exc)
+            await self.send(ErrorFrame("history_unavailable", f"the conversation could not be stored: {exc}"))
+            return
         except asyncio.CancelledError:
             if not self._cancel_while_queued:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             finished = _cancelled_before_start()
-        if finished.text:
-            self._app[CONVERSATIONS].append(session, question, ChatMessage("assistant", finished.text))
+        self._last_activity = asyncio.get_running_loop().time()
         await self.send(DoneFrame.from_finished(finished))
-
-    async def _generate(self, request: GenerationRequest) -> Finished:
-        generation = self._app[ENGINE].generate(request)
-        async with generation:
-            self._generation = generation
-            try:
-                async for piece in generation:
-                    await self.send(TokenFrame(piece))
-            finally:
-                self._generation = None
-        assert generation.result is not None
-        return generation.result
 
     async def close(self) -> None:
         """The client is gone: stop its answer and wait until the model is free.
 
-        The wait survives this handler being cancelled too (aiohttp does so at shutdown): cancelling the
-        answer a second time would make it stop waiting for the worker thread.
+        Everything is cancelled before the first await, and the wait survives this handler being cancelled
+        too (aiohttp does so when the client disconnects and at shutdown): giving up early would leave the
+        answer running, or stop waiting for the worker thread.
         """
-        task = self._task
-        if task is None or task.done():
-            return
-        task.cancel()
+        tasks = {t for t in (self._idle_watch, self._task) if t is not None and not t.done()}
+        for task in tasks:
+            task.cancel()
         cancelled = False
-        while not task.done():
+        while not all(task.done() for task in tasks):
             try:
-                await asyncio.wait({task})
+                await asyncio.wait(tasks)
             except asyncio.CancelledError:
                 cancelled = True
         if cancelled:

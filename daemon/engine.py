@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -83,6 +84,11 @@ class Generation:
         self._future: asyncio.Future[Finished] | None = None
         self.result: Finished | None = None
 
+    @property
+    def started(self) -> bool:
+        """The model was handed this generation (it is no longer waiting in line)."""
+        return self._future is not None
+
     def cancel(self) -> None:
         """Stop after the current token; the iteration then ends with reason "cancelled"."""
         self._cancel.set()
@@ -142,6 +148,7 @@ class LlamaEngine:
         self._llm: Any = None
         self._generations: weakref.WeakSet[Generation] = weakref.WeakSet()
         self._render: Callable[[Sequence[ChatMessage]], str] | None = None
+        self._contexts = ContextCache(settings.context_cache)
 
     @property
     def ready(self) -> bool:
@@ -210,6 +217,7 @@ class LlamaEngine:
 
         llm, s = self._llm, request.sampling
         started = time.perf_counter()
+        self._contexts.switch(llm, request.conversation)
         budget = min(s.max_tokens, self._settings.max_tokens)
         assert self._render is not None
         fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
@@ -236,6 +244,36 @@ class LlamaEngine:
                      request.request_id or "-", reason, finished.usage.prompt_tokens, t.prompt_eval_tokens,
                      finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s)
         return finished
+
+
+class ContextCache:
+    """The model states of the most recently used conversations, least recently used dropped first.
+
+    Only the engine thread touches it. The live context always belongs to `active`; switching to another
+    conversation saves the live one and restores the other's, so its next turn reads only the new tokens.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._saved: OrderedDict[str, Any] = OrderedDict()
+        self.active = ""
+
+    def switch(self, llm: Any, conversation: str) -> None:
+        if conversation == self.active or self._capacity == 0:
+            self.active = conversation
+            return
+        from daemon.llama_adapter import SavedContext
+
+        if llm.n_tokens > 0:
+            self._saved[self.active] = SavedContext(llm)
+            self._saved.move_to_end(self.active)
+        saved = self._saved.pop(conversation, None)
+        if saved is not None:
+            saved.restore(llm)
+        # Without a saved state the live context stays: it still shares the system prompt's tokens.
+        self.active = conversation
+        while len(self._saved) > self._capacity:
+            self._saved.popitem(last=False)
 
 
 def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,

@@ -71,6 +71,15 @@ class SessionFrame(ServerFrame):
 
 
 @dataclass(frozen=True)
+class ResetFrame(ServerFrame):
+    """The screen's conversation has ended (the kiosk was left idle); the next question starts a new one."""
+
+    session: str
+    reason: str = "idle"
+    type: ClassVar[str] = "reset"
+
+
+@dataclass(frozen=True)
 class TokenFrame(ServerFrame):
     text: str
     type: ClassVar[str] = "token"

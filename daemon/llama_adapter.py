@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -117,3 +118,30 @@ class Decoder:
             if self.completion_tokens >= self._budget:
                 self.reason = "length"
                 return
+
+
+class SavedContext:
+    """A conversation's KV cache and token history, small enough to keep a few in memory.
+
+    llama-cpp-python's own save_state also copies a logits matrix of n_batch x n_vocab floats (hundreds of MB
+    for Qwen's 152k vocabulary); only the llama.cpp context state and the evaluated tokens are needed here.
+    """
+
+    def __init__(self, llm: CountingLlama) -> None:
+        size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
+        self.data = bytes(buffer)[:written]
+        self.tokens = [int(t) for t in llm.input_ids[: llm.n_tokens]]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + 4 * len(self.tokens)
+
+    def restore(self, llm: CountingLlama) -> None:
+        buffer = (ctypes.c_uint8 * len(self.data)).from_buffer_copy(self.data)
+        if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(self.data)) != len(self.data):
+            raise RuntimeError("llama.cpp refused the saved context")
+        llm.input_ids[: len(self.tokens)] = self.tokens
+        llm.n_tokens = len(self.tokens)
+        llm._requires_eval = True  # The restored logits are not from a live decode: re-read one token.

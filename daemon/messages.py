@@ -33,6 +33,8 @@ class GenerationRequest:
     messages: tuple[ChatMessage, ...]
     sampling: Sampling
     request_id: str = ""
+    conversation: str = ""
+    """Which conversation this continues: the engine keeps recent conversations' KV caches by this key."""
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from aiohttp import web
 from daemon.app import create_app
 from daemon.appkeys import LISTENING
 from daemon.engine import LlamaEngine, ModelLoadError
+from daemon.history import HistoryError
 from daemon.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_MODEL, EXIT_LISTEN = 0, 1, 2
+EXIT_OK, EXIT_MODEL, EXIT_LISTEN, EXIT_HISTORY = 0, 1, 2, 3
 
 
 def resolve_model_path(settings: Settings) -> Path:
@@ -31,7 +32,11 @@ async def serve(settings: Settings) -> int:
     engine = LlamaEngine(settings, resolve_model_path(settings))
     app = create_app(settings, engine)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except HistoryError as exc:
+        _LOGGER.error("%s", exc)
+        return EXIT_HISTORY
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()

@@ -94,8 +94,16 @@ class Settings:
         "Requests that may wait for the busy model; more get HTTP 503 / a busy frame.", lo=0, hi=10000))
     retry_after: int = field(default=2, metadata=_opt(
         "Seconds suggested in Retry-After when busy.", lo=1, hi=3600))
-    max_sessions: int = field(default=256, metadata=_opt(
-        "Conversations kept in memory (oldest dropped first).", lo=1, hi=1_000_000))
+    context_cache: int = field(default=4, metadata=_opt(
+        "Conversations whose model state (KV cache) is kept in memory, so switching back is cheap "
+        "(about 12 MB per 1,000 tokens for Qwen2.5 0.5B; 0 disables).", lo=0, hi=1000))
+    history_path: Path | None = field(default=None, metadata=_opt(
+        "SQLite file of the conversation history (default: STATE_DIR/history.db)."))
+    retention_days: float = field(default=30.0, metadata=_opt(
+        "Conversations unused for this many days are deleted (0 keeps them forever).", lo=0.0, hi=36500.0))
+    idle_reset: float = field(default=120.0, metadata=_opt(
+        "Seconds without activity after which the kiosk screen's conversation ends and the next visitor "
+        "starts fresh (0 never).", lo=0.0, hi=86400.0))
     max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
         "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
     log_level: str = field(default="info", metadata=_opt(
@@ -111,6 +119,10 @@ class Settings:
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.state_dir / "models"
+
+    @property
+    def history_file(self) -> Path:
+        return self.history_path or self.state_dir / "history.db"
 
     @property
     def model_id(self) -> str:

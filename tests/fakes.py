@@ -8,6 +8,7 @@ run so tests can assert on what the HTTP layer asked for and on how the generati
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -148,7 +149,14 @@ class Served:
 @asynccontextmanager
 async def serve(engine: ChatEngine, **settings: object) -> AsyncIterator[Served]:
     """The real app on 127.0.0.1 at a free port, set up as daemon.server does; `settings` as in load_settings."""
-    app = create_app(load_settings(settings, environ={}), engine)
+    with tempfile.TemporaryDirectory(prefix="kioskd-test-") as state_dir:
+        app = create_app(load_settings({"state_dir": state_dir, **settings}, environ={}), engine)
+        async with _serve_app(app) as served:
+            yield served
+
+
+@asynccontextmanager
+async def _serve_app(app: web.Application) -> AsyncIterator[Served]:
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     try:

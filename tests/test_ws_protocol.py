@@ -293,6 +293,7 @@ def test_shutdown_closes_open_sockets_with_going_away() -> None:
         async with serve(engine) as served, connect(served) as idle, connect(served) as busy:
             await busy.send(type="chat", text="long one")
             assert (await busy.recv())["type"] == "session"
+            assert (await busy.recv())["type"] == "token"  # The answer is being written.
             cleanup = asyncio.create_task(served.runner.cleanup())
             for client in (idle, busy):
                 msg = await w(client.ws.receive())

@@ -1,0 +1,97 @@
+"""Answering a question within a stored conversation, so that no turn is ever lost or half-stored.
+
+The question is committed before the model starts; the answer is committed when it completes, or as
+"interrupted" with the text written so far when it is cancelled, the client leaves or the daemon stops. A
+question the model never started on (busy, too long, cancelled while waiting) is taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from daemon.engine import ChatEngine, Generation
+from daemon.history import History, HistoryStore, Turn, TurnStatus
+from daemon.messages import ChatMessage, Finished, GenerationRequest
+from daemon.settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+OnPiece = Callable[[str], Awaitable[None]]
+OnStart = Callable[[Generation | None], None]
+
+
+def prompt_messages(system_prompt: str, turns: Sequence[Turn], question: str) -> tuple[ChatMessage, ...]:
+    """The model's view of a conversation; exchanges whose answer never started are left out."""
+    messages = [ChatMessage("system", system_prompt)]
+    for turn in turns:
+        if turn.role == "assistant" and turn.content:
+            messages.append(ChatMessage("assistant", turn.content))
+        elif turn.role == "user":
+            if messages[-1].role == "user":
+                messages.pop()  # A question without an answer (e.g. the daemon was killed mid-way).
+            messages.append(ChatMessage("user", turn.content))
+    if messages[-1].role == "user":
+        messages.pop()
+    return (*messages, ChatMessage("user", question))
+
+
+class Conversations:
+    """Opens sessions and answers questions in them, keeping the history store in step."""
+
+    def __init__(self, settings: Settings, engine: ChatEngine, history: History) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._history = history
+
+    async def open(self, session: str | None) -> tuple[str, list[Turn]]:
+        """A new session (None) or an existing one with its turns; raises NoSuchSession."""
+
+        def load(store: HistoryStore) -> tuple[str, list[Turn]]:
+            if session is None:
+                return store.create_session(), []
+            return session, store.turns(session)
+
+        return await self._history.run(load)
+
+    async def answer(self, session: str, turns: Sequence[Turn], question: str, on_piece: OnPiece,
+                     on_start: OnStart) -> Finished:
+        """Stream an answer through `on_piece`; `on_start` gets the running generation (None when done)."""
+        seq = await self._history.run(lambda s: s.add_turn(session, "user", question))
+        messages = prompt_messages(self._settings.system_prompt, turns, question)
+        request = GenerationRequest(messages, self._settings.sampling(), request_id=session,
+                                    conversation=session)
+        generation: Generation | None = None
+        try:
+            generation = self._engine.generate(request)
+            async with generation:
+                on_start(generation)
+                async for piece in generation:
+                    await on_piece(piece)
+        except BaseException as exc:
+            await self._settle(session, seq, generation, cancelled=isinstance(exc, asyncio.CancelledError))
+            raise
+        finally:
+            on_start(None)
+        finished = generation.result
+        assert finished is not None
+        status: TurnStatus = "complete" if finished.reason != "cancelled" else "interrupted"
+        await self._history.run(lambda s: s.add_turn(session, "assistant", finished.text, status))
+        return finished
+
+    async def _settle(self, session: str, seq: int, generation: Generation | None, *, cancelled: bool) -> None:
+        """After a failure or cancellation: keep what the model wrote, or take the question back."""
+        started = generation is not None and generation.started
+        text = generation.result.text if generation is not None and generation.result else ""
+
+        def settle(store: HistoryStore) -> None:
+            if text or (cancelled and started):
+                store.add_turn(session, "assistant", text, "interrupted")
+            else:
+                store.remove_turn(session, seq)
+
+        try:
+            await asyncio.shield(self._history.run(settle))
+        except Exception:
+            _LOGGER.exception("could not store the end of an interrupted answer in session %s", session)

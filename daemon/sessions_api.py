@@ -1,0 +1,98 @@
+"""The session history API: list, read, rename and delete stored conversations."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from daemon.appkeys import HISTORY
+from daemon.history import HistoryStore, NoSuchSession, SessionSummary, Turn
+from daemon.openai_schema import ApiError
+
+MAX_TITLE = 200
+MAX_PAGE = 500
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/api/sessions", list_sessions)
+    router.add_get("/api/sessions/{id}", get_session)
+    router.add_patch("/api/sessions/{id}", rename_session)
+    router.add_delete("/api/sessions/{id}", delete_session)
+
+
+def _time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _summary(summary: SessionSummary) -> dict[str, Any]:
+    data = asdict(summary)
+    data["created_at"], data["updated_at"] = _time(summary.created_at), _time(summary.updated_at)
+    return data
+
+
+def _turn(turn: Turn) -> dict[str, Any]:
+    return {**asdict(turn), "created_at": _time(turn.created_at)}
+
+
+def _int_query(request: web.Request, name: str, default: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > hi:
+        raise ApiError(400, f"'{name}' must be a whole number from 0 to {hi}", param=name)
+    return int(raw)
+
+
+def _unknown(session: str) -> ApiError:
+    return ApiError(404, f"no session {session!r}", code="unknown_session", kind="not_found_error")
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    limit = _int_query(request, "limit", 100, MAX_PAGE)
+    offset = _int_query(request, "offset", 0, 10**9)
+    sessions = await request.app[HISTORY].run(lambda store: store.sessions(limit, offset))
+    return web.json_response({"sessions": [_summary(s) for s in sessions]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    session = request.match_info["id"]
+    try:
+        summary, turns = await request.app[HISTORY].run(
+            lambda store: (store.summary(session), store.turns(session)))
+    except NoSuchSession:
+        raise _unknown(session) from None
+    return web.json_response({**_summary(summary), "turns": [_turn(t) for t in turns]})
+
+
+async def rename_session(request: web.Request) -> web.Response:
+    session = request.match_info["id"]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the request body is not valid JSON", code="bad_json") from None
+    title = body.get("title") if isinstance(body, dict) else None
+    if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
+        raise ApiError(400, f"'title' must be a non-empty string of at most {MAX_TITLE} characters",
+                       param="title")
+
+    def rename(store: HistoryStore) -> SessionSummary:
+        store.rename(session, " ".join(title.split()))
+        return store.summary(session)
+
+    try:
+        summary = await request.app[HISTORY].run(rename)
+    except NoSuchSession:
+        raise _unknown(session) from None
+    return web.json_response(_summary(summary))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session = request.match_info["id"]
+    try:
+        await request.app[HISTORY].run(lambda store: store.delete(session))
+    except NoSuchSession:
+        raise _unknown(session) from None
+    return web.Response(status=204)
