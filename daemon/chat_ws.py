@@ -139,6 +139,9 @@ class ChatConnection:
         except EngineError as exc:
             await self.send(ErrorFrame(exc.code, str(exc)))
             return
+        except NoSuchSession:
+            await self.send(ErrorFrame("unknown_session", f"session {session!r} was deleted"))
+            return
         except (HistoryError, sqlite3.Error) as exc:
             _LOGGER.error("history store failed in session %s: %s", session, exc)
             await self.send(ErrorFrame("history_unavailable", f"the conversation could not be stored: {exc}"))

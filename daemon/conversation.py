@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from daemon.engine import ChatEngine, Generation
-from daemon.history import History, HistoryStore, Turn, TurnStatus
+from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnStatus
 from daemon.messages import ChatMessage, Finished, GenerationRequest
 from daemon.settings import Settings
 
@@ -77,7 +77,10 @@ class Conversations:
         finished = generation.result
         assert finished is not None
         status: TurnStatus = "complete" if finished.reason != "cancelled" else "interrupted"
-        await self._history.run(lambda s: s.add_turn(session, "assistant", finished.text, status))
+        try:
+            await self._history.run(lambda s: s.add_turn(session, "assistant", finished.text, status))
+        except NoSuchSession:  # Deleted (DELETE /api/sessions/{id}) while the answer was being written.
+            _LOGGER.info("session %s was deleted while answering; its answer is not stored", session)
         return finished
 
     async def _settle(self, session: str, seq: int, generation: Generation | None, *, cancelled: bool) -> None:
@@ -93,5 +96,7 @@ class Conversations:
 
         try:
             await asyncio.shield(self._history.run(settle))
+        except NoSuchSession:
+            _LOGGER.info("session %s was deleted while it was answering", session)
         except Exception:
             _LOGGER.exception("could not store the end of an interrupted answer in session %s", session)

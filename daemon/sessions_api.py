@@ -41,9 +41,11 @@ def _int_query(request: web.Request, name: str, default: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > hi:
+    # isdigit() alone lets through "²" and digit strings too long for int(), which then fail with a 500.
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else -1
+    if not 0 <= value <= hi:
         raise ApiError(400, f"'{name}' must be a whole number from 0 to {hi}", param=name)
-    return int(raw)
+    return value
 
 
 def _unknown(session: str) -> ApiError:

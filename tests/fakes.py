@@ -8,13 +8,16 @@ run so tests can assert on what the HTTP layer asked for and on how the generati
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from daemon.app import create_app
@@ -166,3 +169,15 @@ async def _serve_app(app: web.Application) -> AsyncIterator[Served]:
     finally:
         if runner.server is not None:
             await runner.cleanup()
+
+
+async def request_json(served: Served, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    """One HTTP request to the served app: its status and its JSON body (None when the body is empty).
+
+    `kwargs` go to aiohttp's `request` (`params=`, `json=`, `data=`); the whole exchange is bounded in time.
+    """
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as http, \
+            http.request(method, served.url + path, **kwargs) as resp:
+        body = await resp.read()
+        return resp.status, json.loads(body) if body else None
