@@ -89,10 +89,15 @@ async def _stream(request: web.Request, generation: Generation, params: ChatComp
 
     try:
         async with generation:  # Waits for the model (or raises Busy) before any header is sent.
+            pieces = aiter(generation)
+            # The headers wait for the first piece too, so a prompt the model refuses is still a plain 400.
+            first = await anext(pieces, None)
             await response.prepare(request)
             await send(chunk(delta({"role": "assistant", "content": ""})))
-            async for piece in generation:
-                await send(chunk(delta({"content": piece})))
+            if first is not None:
+                await send(chunk(delta({"content": first})))
+                async for piece in pieces:
+                    await send(chunk(delta({"content": piece})))
     except EngineError as exc:
         if not response.prepared:
             raise  # Nothing sent yet: the middleware answers with a plain JSON error.

@@ -94,7 +94,7 @@ class Settings:
         "Requests that may wait for the busy model; more get HTTP 503 / a busy frame.", lo=0, hi=10000))
     retry_after: int = field(default=2, metadata=_opt(
         "Seconds suggested in Retry-After when busy.", lo=1, hi=3600))
-    context_cache: int = field(default=4, metadata=_opt(
+    context_cache: int = field(default=2, metadata=_opt(
         "Conversations whose model state (KV cache) is kept in memory, so switching back is cheap "
         "(about 12 MB per 1,000 tokens for Qwen2.5 0.5B; 0 disables).", lo=0, hi=1000))
     history_path: Path | None = field(default=None, metadata=_opt(

@@ -215,11 +215,12 @@ def test_engine_error_is_an_openai_error(start: Start) -> None:
     assert caught.value.response.json()["error"]["code"] == "prompt_too_long"
 
 
-def test_engine_error_after_the_stream_started_is_an_error_event(start: Start) -> None:
+def test_a_refused_prompt_is_a_400_even_when_streaming(start: Start) -> None:
     engine = ScriptedEngine(error=PromptTooLong)
     _, client = start(engine)
-    with pytest.raises(openai.APIError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         list(client.chat.completions.create(model="m", messages=USER, stream=True))
+    assert caught.value.status_code == 400
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "prompt_too_long"
     engine.error = None
     assert client.chat.completions.create(model="m", messages=USER).choices[0].finish_reason == "stop"
