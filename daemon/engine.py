@@ -181,7 +181,7 @@ class LlamaEngine:
         s = self._settings
         try:
             llm = load_llama(self._model_path, n_ctx=s.n_ctx, n_batch=s.n_batch, threads=s.threads,
-                             threads_batch=s.threads_batch)
+                             threads_batch=s.threads_batch, flash_attn=s.flash_attn)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model {self._model_path}: {exc}") from None
         self._render = make_renderer(llm, CHATML_TEMPLATE)
