@@ -264,16 +264,16 @@ class ContextCache:
             return
         from daemon.llama_adapter import SavedContext
 
-        if llm.n_tokens > 0:
-            self._saved[self.active] = SavedContext(llm)
-            self._saved.move_to_end(self.active)
         saved = self._saved.pop(conversation, None)
+        if llm.n_tokens > 0:
+            # Make room first, so no more than `capacity` states (tens of MB each) ever exist at once.
+            while len(self._saved) >= self._capacity:
+                self._saved.popitem(last=False)
+            self._saved[self.active] = SavedContext(llm)
         if saved is not None:
             saved.restore(llm)
         # Without a saved state the live context stays: it still shares the system prompt's tokens.
         self.active = conversation
-        while len(self._saved) > self._capacity:
-            self._saved.popitem(last=False)
 
 
 def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,

@@ -202,18 +202,20 @@ class HistoryStore:
 class History:
     """The async face of HistoryStore: every call runs on the store's single thread, never on the loop."""
 
-    def __init__(self, store: HistoryStore) -> None:
+    def __init__(self, store: HistoryStore, executor: ThreadPoolExecutor) -> None:
         self.store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        self._executor = executor
 
     @classmethod
     async def open(cls, path: Path) -> History:
-        executor = ThreadPoolExecutor(max_workers=1)
+        """Open the store on the thread that will serve every later call."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         try:
             store = await asyncio.get_running_loop().run_in_executor(executor, HistoryStore, path)
-        finally:
+        except BaseException:
             executor.shutdown(wait=False)
-        return cls(store)
+            raise
+        return cls(store, executor)
 
     async def run(self, call: Callable[[HistoryStore], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, self.store)
