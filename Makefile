@@ -4,20 +4,24 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint bench setup-run setup-test
+.PHONY: run test test-page test-slow lint bench setup-run setup-test
 
 run: setup-run
 	$(BIN)/kioskd pull
 	$(BIN)/kioskd serve $(ARGS)
 
-test: setup-test lint
+test: setup-test lint test-page
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The kiosk page's own unit tests and type check (Vitest, vue-tsc); scripts/setup.sh installed its packages.
+test-page:
+	cd kiosk && npm run --silent typecheck && npm test --silent
 
 test-slow: setup-test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 lint:
-	$(BIN)/ruff check daemon audio tests bench
+	$(BIN)/ruff check daemon audio kiosk/__init__.py tests bench
 	$(BIN)/mypy
 
 bench: setup-test

@@ -204,7 +204,7 @@ def daemon_command(args: argparse.Namespace, port: int, workdir: Path) -> list[s
              "threads": args.threads, "threads-batch": args.threads_batch, "n-ctx": args.n_ctx,
              "n-batch": args.n_batch, "system-prompt": SYSTEM_PROMPT, "temperature": 0, "max-tokens": args.tokens,
              "top-k": args.top_k, "top-p": args.top_p, "repeat-penalty": args.repeat_penalty,
-             "log-level": "warning"}
+             "log-level": "warning", "max-question-chars": 1_000_000}  # the long-prompt run sends ~15k chars
     return [*base, "serve", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]
 
 

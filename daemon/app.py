@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from daemon import chat_ws, health, openai_api, sessions_api
+from daemon import chat_ws, health, kiosk_page, openai_api, sessions_api
 from daemon.appkeys import CONVERSATIONS, ENGINE, HISTORY, LISTENING, SETTINGS, SOCKETS, OpenSockets
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
@@ -29,6 +29,8 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     sessions_api.add_routes(app.router)
+    kiosk_page.add_routes(app, settings)
+    app.on_response_prepare.append(kiosk_page.add_security_headers)
     app.cleanup_ctx.append(_history)
     app.on_shutdown.append(_stop_generations)
     app.on_shutdown.append(_close_sockets)

@@ -8,7 +8,7 @@ import sqlite3
 
 from aiohttp import WSMsgType, web
 
-from daemon.appkeys import CONVERSATIONS, SETTINGS, SOCKETS
+from daemon.appkeys import CONVERSATIONS, ENGINE, SETTINGS, SOCKETS
 from daemon.engine import Generation
 from daemon.frames import (
     CancelFrame,
@@ -16,10 +16,13 @@ from daemon.frames import (
     DoneFrame,
     ErrorFrame,
     FrameError,
+    HelloFrame,
+    ListenFrame,
     ResetFrame,
     ServerFrame,
     SessionFrame,
     TokenFrame,
+    VoiceFrame,
     parse_client_frame,
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
@@ -34,6 +37,7 @@ async def websocket_chat(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app[SOCKETS].add(ws)
     chat = ChatConnection(ws, app)
+    await chat.send(chat.hello())
     chat.start_idle_watch()
     try:
         async for msg in ws:
@@ -59,6 +63,17 @@ class ChatConnection:
         self._session: str | None = None
         self._last_activity = asyncio.get_running_loop().time()
         self._idle_watch: asyncio.Task[None] | None = None
+        self._speech = True
+
+    def hello(self) -> HelloFrame:
+        settings, engine = self._app[SETTINGS], self._app[ENGINE]
+        return HelloFrame(model=engine.model_id, ready=engine.ready, idle_reset=settings.idle_reset,
+                          max_question_chars=settings.max_question_chars, suggestions=list(settings.suggestions),
+                          voice=self.voice_state())
+
+    def voice_state(self) -> VoiceFrame:
+        # The voice path is not part of this daemon yet: the page shows the microphone as unavailable.
+        return VoiceFrame(available=False, speech=self._speech, detail="voice is not set up on this kiosk")
 
     def start_idle_watch(self) -> None:
         if self._app[SETTINGS].idle_reset > 0:
@@ -86,14 +101,21 @@ class ChatConnection:
     async def on_text(self, raw: str) -> None:
         self._last_activity = asyncio.get_running_loop().time()
         try:
-            frame = parse_client_frame(raw)
+            frame = parse_client_frame(raw, self._app[SETTINGS].max_question_chars)
         except FrameError as exc:
             await self.send(ErrorFrame(exc.code, str(exc)))
             return
         if isinstance(frame, CancelFrame):
             self.cancel()
-        else:
+        elif isinstance(frame, ChatFrame):
             await self._start(frame)
+        elif isinstance(frame, ListenFrame) and frame.on:
+            await self.send(ErrorFrame("voice_unavailable", self.voice_state().detail or "voice is unavailable"))
+        elif isinstance(frame, ListenFrame):
+            await self.send(self.voice_state())
+        else:
+            self._speech = frame.on
+            await self.send(self.voice_state())
 
     def cancel(self) -> None:
         if self._task is None or self._task.done():

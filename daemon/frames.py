@@ -31,10 +31,27 @@ class CancelFrame:
     type: ClassVar[str] = "cancel"
 
 
-ClientFrame = ChatFrame | CancelFrame
+@dataclass(frozen=True)
+class ListenFrame:
+    """The microphone button: start (`on`) or stop listening for a spoken question."""
+
+    on: bool
+    type: ClassVar[str] = "listen"
 
 
-def parse_client_frame(raw: str) -> ClientFrame:
+@dataclass(frozen=True)
+class SpeechFrame:
+    """Speak answers aloud (`on`) or not."""
+
+    on: bool
+    type: ClassVar[str] = "speech"
+
+
+ClientFrame = ChatFrame | CancelFrame | ListenFrame | SpeechFrame
+CLIENT_TYPES = ("chat", "cancel", "listen", "speech")
+
+
+def parse_client_frame(raw: str, max_question_chars: int | None = None) -> ClientFrame:
     try:
         data = json.loads(raw)
     except ValueError:
@@ -44,11 +61,23 @@ def parse_client_frame(raw: str) -> ClientFrame:
     kind = data.get("type")
     if kind == "cancel":
         return CancelFrame()
+    if kind in ("listen", "speech"):
+        on = data.get("on")
+        if not isinstance(on, bool):
+            raise FrameError("bad_frame", "'on' must be true or false")
+        return ListenFrame(on) if kind == "listen" else SpeechFrame(on)
     if kind != "chat":
-        raise FrameError("unknown_type", f"unknown frame type {kind!r}; expected 'chat' or 'cancel'")
+        raise FrameError("unknown_type", f"unknown frame type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+    return _parse_chat(data, max_question_chars)
+
+
+def _parse_chat(data: dict[str, Any], max_question_chars: int | None) -> ChatFrame:
     text, session = data.get("text"), data.get("session")
     if not isinstance(text, str) or not text.strip():
         raise FrameError("bad_frame", "'text' must be a non-empty string")
+    if max_question_chars is not None and len(text) > max_question_chars:
+        raise FrameError("question_too_long",
+                         f"the question has {len(text)} characters; at most {max_question_chars} are accepted")
     if session is not None and (not isinstance(session, str) or not 0 < len(session) <= 64):
         raise FrameError("bad_frame", "'session' must be null or a session id string")
     return ChatFrame(text=text, session=session)
@@ -62,6 +91,35 @@ class ServerFrame:
 
     def to_json(self) -> str:
         return json.dumps({"type": self.type, **asdict(self)}, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class VoiceFrame(ServerFrame):
+    """The voice path's state as the page should show it (microphone and speaker buttons)."""
+
+    available: bool
+    listening: bool = False
+    speaking: bool = False
+    speech: bool = True
+    detail: str | None = None
+    type: ClassVar[str] = "voice"
+
+
+@dataclass(frozen=True)
+class HelloFrame(ServerFrame):
+    """The first frame on every connection: what the page needs to set itself up."""
+
+    model: str
+    ready: bool
+    idle_reset: float
+    max_question_chars: int
+    suggestions: list[str]
+    voice: VoiceFrame
+    type: ClassVar[str] = "hello"
+
+    def to_json(self) -> str:
+        data = {"type": self.type, **asdict(self), "voice": {"type": VoiceFrame.type, **asdict(self.voice)}}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

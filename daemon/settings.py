@@ -108,6 +108,13 @@ class Settings:
     idle_reset: float = field(default=120.0, metadata=_opt(
         "Seconds without activity after which the kiosk screen's conversation ends and the next visitor "
         "starts fresh (0 never).", lo=0.0, hi=86400.0))
+    max_question_chars: int = field(default=4000, metadata=_opt(
+        "Longest question accepted from the kiosk page, in characters.", lo=1, hi=1_000_000))
+    kiosk_dir: Path | None = field(default=None, metadata=_opt(
+        "Directory of the built kiosk page served at / (default: the page shipped with kioskd)."))
+    suggestions: tuple[str, ...] = field(default=(), metadata=_opt(
+        "Questions offered as tappable chips on an empty kiosk screen (TOML: a list of strings; "
+        "environment and flag: separated by '|')."))
     max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
         "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
     log_level: str = field(default="info", metadata=_opt(
@@ -208,11 +215,20 @@ def _coerce(kind: str, raw: object) -> object:
         if number != number or number in (float("inf"), float("-inf")):
             raise ValueError(f"expected a finite number, got {raw!r}")
         return number
+    if base == "tuple[str, ...]":
+        return _string_list(raw)
     if not isinstance(raw, str):
         raise ValueError(f"expected a string, got {raw!r}")
     if base == "Path":
         return Path(raw).expanduser()
     return raw
+
+
+def _string_list(raw: object) -> tuple[str, ...]:
+    items = raw.split("|") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ValueError(f"expected a list of strings, got {raw!r}")
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def _read_toml(path: Path) -> dict[str, object]:

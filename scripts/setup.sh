@@ -28,8 +28,12 @@ missing_system_packages() {
     "$python" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     "$python" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || missing+=(python3-dev)
+    # The kiosk page is built with Node.js (not needed on a device that gets the built package).
+    command -v npm >/dev/null || missing+=(nodejs npm)
     if [ "$profile" = test ]; then
-        command -v systemd-analyze >/dev/null || true  # Needed from the systemd issue on.
+        # The page's browser tests drive Debian's Chromium; CJK text needs a CJK font.
+        command -v chromium >/dev/null || missing+=(chromium)
+        fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing+=(fonts-noto-cjk)
     fi
     printf '%s\n' "${missing[@]}"
 }
@@ -67,8 +71,27 @@ install_python_packages() {
     "$venv/bin/python" -m pip install -q -e "$root[$extras]"
 }
 
+build_kiosk_page() {
+    local kiosk="$root/kiosk"
+    # Vite 8 needs Node.js >= 20.19 (Debian 12's own nodejs is 18: use a newer Node.js build there).
+    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+        say "the kiosk page needs Node.js >= 20.19 to build; found $(node --version 2>&1)."
+        say "install a newer Node.js, or build kiosk/dist on another machine and copy it here."
+        exit 1
+    fi
+    # npm ci only when the lock file changed since the last install; the build itself takes seconds.
+    if [ ! -f "$kiosk/node_modules/.package-lock.json" ] \
+        || [ "$kiosk/package-lock.json" -nt "$kiosk/node_modules/.package-lock.json" ]; then
+        say "installing the kiosk page's npm packages (kiosk/package-lock.json)"
+        (cd "$kiosk" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    say "building the kiosk page into kiosk/dist"
+    (cd "$kiosk" && npm run --silent build >/dev/null)
+}
+
 require_python
 install_system_packages
 create_venv
 install_python_packages
+build_kiosk_page
 say "ready: $venv"

@@ -71,6 +71,7 @@ async def ask_and_kill(d: Daemon, session: str, question: str, *, after_tokens: 
     """Ask, then kill -9 the daemon once `after_tokens` tokens arrived (0: once the question is committed)."""
     answer = Answer()
     async with aiohttp.ClientSession() as http, http.ws_connect(d.url + "/ws") as ws:
+        assert json.loads((await ws.receive()).data)["type"] == "hello"
         await ws.send_str(json.dumps({"type": "chat", "session": session, "text": question}))
         while True:
             frame = json.loads((await asyncio.wait_for(ws.receive(), 60)).data)
@@ -118,7 +119,7 @@ def assert_killed_answer_left_only_its_question(db: Path, session: str, expected
 
 def test_kill_9_mid_answer_loses_no_committed_turn(test_model: Path, tmp_path: Path) -> None:
     args = ("--model", str(test_model), "--max-tokens", "80", "--temperature", "0",
-            "--system-prompt", SYSTEM_PROMPT)
+            "--system-prompt", SYSTEM_PROMPT, "--max-question-chars", "100000")
     d = start_daemon(tmp_path, *args)
     db = history_file(d)
     try:
@@ -211,7 +212,8 @@ def test_history_survives_a_normal_restart(test_model: Path, tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def small_window(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = start_daemon(tmp_path_factory.mktemp("small"), "--model", str(test_model), "--n-ctx", "512",
-                     "--max-tokens", "64", "--temperature", "0", "--system-prompt", SYSTEM_PROMPT)
+                     "--max-tokens", "64", "--temperature", "0", "--system-prompt", SYSTEM_PROMPT,
+                     "--max-question-chars", "100000")  # Past the window, not past the page's limit.
     yield d
     assert d.stop() == 0, d.log()
 

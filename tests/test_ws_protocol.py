@@ -39,6 +39,7 @@ async def eventually(check: Callable[[], bool]) -> None:
 class Client:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
+        self.hello: Frame = {}
 
     async def send(self, **frame: Any) -> None:
         await w(self.ws.send_str(json.dumps(frame)))
@@ -64,7 +65,10 @@ class Client:
 @asynccontextmanager
 async def connect(served: Served) -> AsyncIterator[Client]:
     async with aiohttp.ClientSession() as http, await w(http.ws_connect(f"{served.url}/ws")) as ws:
-        yield Client(ws)
+        client = Client(ws)
+        client.hello = await client.recv()
+        assert client.hello["type"] == "hello", client.hello
+        yield client
 
 
 def text_of(frames: list[Frame]) -> str:
@@ -302,5 +306,52 @@ def test_shutdown_closes_open_sockets_with_going_away() -> None:
                 assert msg.type == WSMsgType.CLOSE and msg.data == 1001, msg
             await w(cleanup, 10)
         assert engine.runs[0].done.is_set() and engine.runs[0].saw_cancel
+
+    run(test)
+
+
+# ---- the page's set-up frame and the voice controls ----
+
+def test_hello_is_the_first_frame_and_tells_the_page_how_to_set_up() -> None:
+    async def test() -> None:
+        engine = ScriptedEngine(ready=False)
+        async with serve(engine, suggestions="Opening hours?|营业时间？", max_question_chars=50) as served:
+            async with connect(served) as client:
+                hello = client.hello
+                assert hello["model"] == "scripted-model" and hello["ready"] is False
+                assert hello["suggestions"] == ["Opening hours?", "营业时间？"]
+                assert hello["max_question_chars"] == 50 and hello["idle_reset"] == 120
+                assert hello["voice"]["type"] == "voice" and hello["voice"]["available"] is False
+            engine.ready = True
+            async with connect(served) as client:
+                assert client.hello["ready"] is True
+
+    run(test)
+
+
+def test_question_over_the_limit_is_refused_and_nothing_starts() -> None:
+    async def test() -> None:
+        engine = ScriptedEngine()
+        async with serve(engine, max_question_chars=10) as served, connect(served) as client:
+            frames = await client.chat("x" * 11)
+            assert [(f["type"], f.get("code")) for f in frames] == [("error", "question_too_long")]
+            assert engine.requests == []
+            assert (await client.chat("x" * 10))[-1]["type"] == "done"
+
+    run(test)
+
+
+def test_voice_controls_report_state_and_refuse_listening_without_voice() -> None:
+    async def test() -> None:
+        async with serve(ScriptedEngine()) as served, connect(served) as client:
+            await client.send(type="speech", on=False)
+            state = await client.recv()
+            assert state["type"] == "voice" and state["speech"] is False and state["available"] is False
+            await client.send(type="listen", on=True)
+            refused = await client.recv()
+            assert refused["type"] == "error" and refused["code"] == "voice_unavailable"
+            await client.send(type="listen", on="yes")
+            assert (await client.recv())["code"] == "bad_frame"
+            assert (await client.chat("still works"))[-1]["type"] == "done"
 
     run(test)

@@ -1,0 +1,130 @@
+// How each server frame changes the conversation state (the order of frames is in docs/protocol.md).
+import type { ClientFrame, DoneFrame, HelloFrame, ServerFrame } from '../protocol'
+import {
+  addNotice, beginQuestion, clearConversation, endMessage, findMessage, finishFlight, notice,
+} from './store'
+import type { ChatState } from './types'
+
+// Refusals of a frame itself come without a `session` frame, and never end an answer already under way.
+const REFUSALS = new Set(['bad_json', 'bad_frame', 'unknown_type', 'unknown_session', 'generation_in_progress'])
+// Refusals that cannot be about a `chat` frame: the page sends valid JSON, and `chat` is a known type.
+const NEVER_ABOUT_CHAT = new Set(['bad_json', 'unknown_type', 'voice_unavailable'])
+
+export function applyFrame(state: ChatState, frame: ServerFrame): ClientFrame[] {
+  switch (frame.type) {
+    case 'hello': onHello(state, frame); return []
+    case 'session': onSession(state, frame.session); return []
+    case 'token': onToken(state, frame.text); return []
+    case 'done': return onDone(state, frame)
+    case 'error': return onError(state, frame.code, frame.retryAfter, frame.message)
+    case 'reset': return clearConversation(state, false)
+    case 'voice': {
+      const { type: _type, ...voice } = frame
+      if (voice.listening && !state.voice.listening) state.partialTranscript = ''
+      state.voice = voice
+      return []
+    }
+    case 'transcript': return onTranscript(state, frame.text, frame.final)
+    case 'speaking':
+      state.voice = { ...state.voice, speaking: frame.started }
+      return []
+  }
+}
+
+function onHello(state: ChatState, hello: HelloFrame): void {
+  state.helloReceived = true
+  state.ready = hello.ready
+  state.model = hello.model
+  state.maxQuestionChars = hello.maxQuestionChars
+  state.suggestions = hello.suggestions
+  state.voice = hello.voice
+}
+
+function onSession(state: ChatState, session: string): void {
+  const flight = state.flight
+  if (flight === null) {
+    // An answer the page did not ask for (e.g. started by voice without a transcript frame): show it anyway.
+    beginQuestionless(state)
+  } else {
+    flight.awaitingSession = false
+    if (flight.messageId === null) return // discarded: its session is not the screen's any more
+  }
+  state.session = session
+  state.partialTranscript = ''
+}
+
+function beginQuestionless(state: ChatState): void {
+  const id = state.nextId++
+  state.items.push({
+    kind: 'message', id, role: 'assistant', text: '', state: 'streaming', stopping: false, cut: false, notice: null,
+  })
+  state.flight = {
+    messageId: id, question: '', sentSession: state.session, awaitingSession: false,
+    retried: true, cancelRequested: false, droppedTokens: false,
+  }
+}
+
+function onToken(state: ChatState, text: string): void {
+  const flight = state.flight
+  if (flight === null || flight.messageId === null) return
+  if (flight.cancelRequested) {
+    // Tokens already on their way after Stop: the screen stays as it was when Stop was pressed.
+    flight.droppedTokens = true
+    return
+  }
+  const message = findMessage(state, flight.messageId)
+  if (message) message.text += text
+}
+
+function onDone(state: ChatState, done: DoneFrame): ClientFrame[] {
+  const flight = state.flight
+  if (flight === null) return []
+  if (done.tokensPerSecond !== null && flight.messageId !== null) state.lastTokensPerSecond = done.tokensPerSecond
+  const stopped = done.reason === 'cancelled' || (flight.cancelRequested && flight.droppedTokens)
+  endMessage(state, flight.messageId, stopped ? 'cancelled' : 'done')
+  const message = findMessage(state, flight.messageId)
+  if (message && done.reason === 'length') message.cut = true
+  return finishFlight(state)
+}
+
+function onError(state: ChatState, code: string, retryAfter: number | null, message: string): ClientFrame[] {
+  if (code === 'model_loading') state.ready = false
+  const flight = state.flight
+  const aboutFlight = flight !== null && !NEVER_ABOUT_CHAT.has(code) && (!REFUSALS.has(code) || flight.awaitingSession)
+  const note = notice(code, retryAfter, message || null)
+  if (!aboutFlight || flight === null) {
+    addNotice(state, note)
+    return []
+  }
+  if (flight.messageId === null) return finishFlight(state) // discarded: nobody needs to hear about it
+  if (code === 'unknown_session' && !flight.retried && flight.sentSession !== null) {
+    // The session was deleted or expired: forget it and ask the same question in a new conversation.
+    flight.retried = true
+    flight.sentSession = null
+    state.session = null
+    return [{ type: 'chat', text: flight.question, session: null }]
+  }
+  if (code === 'unknown_session') state.session = null
+  endMessage(state, flight.messageId, 'error', note)
+  return finishFlight(state)
+}
+
+function onTranscript(state: ChatState, text: string, final: boolean): ClientFrame[] {
+  if (!final) {
+    state.partialTranscript = text
+    return []
+  }
+  state.partialTranscript = ''
+  if (text.trim() === '') return []
+  const flight = state.flight
+  if (flight !== null && flight.messageId !== null) {
+    // The daemon has moved on to the spoken question, so the answer on screen will not continue.
+    endMessage(state, flight.messageId, 'interrupted')
+    state.flight = null
+  }
+  if (state.deferred !== null) {
+    endMessage(state, state.deferred.messageId, 'interrupted')
+    state.deferred = null
+  }
+  return beginQuestion(state, text.trim(), false)
+}

@@ -1,0 +1,92 @@
+// The conversation state the page shows, kept as plain data so the reducer can be unit-tested without Vue
+// (the app wraps one ChatState in reactive()).
+import { DEFAULT_MAX_QUESTION_CHARS, VOICE_OFF, type VoiceState } from '../protocol'
+
+export type MessageState = 'streaming' | 'done' | 'cancelled' | 'interrupted' | 'lost' | 'error'
+
+/** An error or hint to show in the conversation; localized when rendered, so a language switch applies. */
+export interface Notice {
+  code: string
+  retryAfter: number | null
+  detail: string | null
+}
+
+export interface ChatMessage {
+  kind: 'message'
+  id: number
+  role: 'user' | 'assistant'
+  text: string
+  state: MessageState
+  /** The user pressed Stop: the caret goes away at once, before the daemon's `done` arrives. */
+  stopping: boolean
+  /** The answer hit the length limit (`done.reason == "length"`). */
+  cut: boolean
+  notice: Notice | null
+}
+
+export interface NoticeItem {
+  kind: 'notice'
+  id: number
+  notice: Notice
+}
+
+export type TimelineItem = ChatMessage | NoticeItem
+
+/**
+ * The answer the daemon is writing (or about to write) on this connection. `messageId` null means the
+ * screen was cleared meanwhile: its remaining frames are swallowed until its `done`/`error`.
+ */
+export interface Flight {
+  messageId: number | null
+  question: string
+  sentSession: string | null
+  awaitingSession: boolean
+  retried: boolean
+  cancelRequested: boolean
+  droppedTokens: boolean
+}
+
+/** A question asked while a discarded answer is still finishing; started when that answer ends. */
+export interface Deferred {
+  messageId: number
+  question: string
+  /** Spoken questions are started by the daemon itself: nothing to send. */
+  send: boolean
+}
+
+export interface ChatState {
+  items: TimelineItem[]
+  nextId: number
+  session: string | null
+  flight: Flight | null
+  deferred: Deferred | null
+  connected: boolean
+  helloReceived: boolean
+  /** null: not known yet (no hello on this connection). */
+  ready: boolean | null
+  model: string
+  maxQuestionChars: number
+  suggestions: string[]
+  voice: VoiceState
+  partialTranscript: string
+  lastTokensPerSecond: number | null
+}
+
+export function createChatState(): ChatState {
+  return {
+    items: [],
+    nextId: 1,
+    session: null,
+    flight: null,
+    deferred: null,
+    connected: false,
+    helloReceived: false,
+    ready: null,
+    model: '',
+    maxQuestionChars: DEFAULT_MAX_QUESTION_CHARS,
+    suggestions: [],
+    voice: { ...VOICE_OFF },
+    partialTranscript: '',
+    lastTokensPerSecond: null,
+  }
+}

@@ -1,0 +1,11 @@
+import { createApp } from 'vue'
+import App from './App.vue'
+import { applyDocumentLanguage } from './i18n'
+import './styles/base.css'
+import './styles/layout.css'
+import './styles/messages.css'
+import './styles/markdown.css'
+import './styles/drawer.css'
+
+applyDocumentLanguage() // <html lang> for the detected language before the first paint
+createApp(App).mount('#app')

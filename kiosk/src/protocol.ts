@@ -1,0 +1,113 @@
+// The WebSocket protocol of kioskd (docs/protocol.md), as seen by the page.
+// Server frames are parsed defensively: the daemon may add frame types and fields in later versions, so
+// unknown types come back as null (ignored) and missing fields take safe defaults.
+
+export interface VoiceState {
+  available: boolean
+  listening: boolean
+  speaking: boolean
+  speech: boolean
+  detail: string | null
+}
+
+export interface HelloFrame {
+  type: 'hello'
+  model: string
+  ready: boolean
+  idleReset: number
+  maxQuestionChars: number
+  suggestions: string[]
+  voice: VoiceState
+}
+
+export interface DoneFrame {
+  type: 'done'
+  reason: string
+  tokensPerSecond: number | null
+}
+
+export type ServerFrame =
+  | HelloFrame
+  | DoneFrame
+  | { type: 'session'; session: string }
+  | { type: 'token'; text: string }
+  | { type: 'error'; code: string; message: string; retryAfter: number | null }
+  | { type: 'reset'; session: string | null }
+  | ({ type: 'voice' } & VoiceState)
+  | { type: 'transcript'; text: string; final: boolean }
+  | { type: 'speaking'; started: boolean; text: string }
+
+export type ClientFrame =
+  | { type: 'chat'; text: string; session: string | null }
+  | { type: 'cancel' }
+  | { type: 'listen'; on: boolean }
+  | { type: 'speech'; on: boolean }
+
+type Raw = Record<string, unknown>
+
+const str = (v: unknown, fallback = ''): string => (typeof v === 'string' ? v : fallback)
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null)
+const bool = (v: unknown, fallback: boolean): boolean => (typeof v === 'boolean' ? v : fallback)
+
+export const DEFAULT_MAX_QUESTION_CHARS = 4000
+
+export const VOICE_OFF: VoiceState = {
+  available: false, listening: false, speaking: false, speech: true, detail: null,
+}
+
+export function parseVoice(raw: unknown): VoiceState {
+  const r = (raw && typeof raw === 'object' ? raw : {}) as Raw
+  return {
+    available: bool(r.available, false),
+    listening: bool(r.listening, false),
+    speaking: bool(r.speaking, false),
+    speech: bool(r.speech, true),
+    detail: typeof r.detail === 'string' ? r.detail : null,
+  }
+}
+
+function parseHello(r: Raw): HelloFrame {
+  const max = num(r.max_question_chars)
+  return {
+    type: 'hello',
+    model: str(r.model),
+    ready: bool(r.ready, true),
+    idleReset: num(r.idle_reset) ?? 0,
+    maxQuestionChars: max && max > 0 ? Math.floor(max) : DEFAULT_MAX_QUESTION_CHARS,
+    suggestions: Array.isArray(r.suggestions)
+      ? r.suggestions.filter((s): s is string => typeof s === 'string' && s.trim() !== '')
+      : [],
+    voice: parseVoice(r.voice),
+  }
+}
+
+function parseDone(r: Raw): DoneFrame {
+  const timings = (r.timings && typeof r.timings === 'object' ? r.timings : {}) as Raw
+  return { type: 'done', reason: str(r.reason, 'stop'), tokensPerSecond: num(timings.tokens_per_s) }
+}
+
+const PARSERS: Record<string, (r: Raw) => ServerFrame> = {
+  hello: parseHello,
+  done: parseDone,
+  session: (r) => ({ type: 'session', session: str(r.session) }),
+  token: (r) => ({ type: 'token', text: str(r.text) }),
+  error: (r) => ({ type: 'error', code: str(r.code, 'unknown'), message: str(r.message), retryAfter: num(r.retry_after) }),
+  reset: (r) => ({ type: 'reset', session: typeof r.session === 'string' ? r.session : null }),
+  voice: (r) => ({ type: 'voice', ...parseVoice(r) }),
+  transcript: (r) => ({ type: 'transcript', text: str(r.text), final: r.final === true }),
+  speaking: (r) => ({ type: 'speaking', started: r.state === 'started', text: str(r.text) }),
+}
+
+/** One text frame from the server, or null for anything this page does not understand. */
+export function parseServerFrame(data: string): ServerFrame | null {
+  let raw: unknown
+  try {
+    raw = JSON.parse(data)
+  } catch {
+    return null
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return null
+  const r = raw as Raw
+  const parse = typeof r.type === 'string' ? PARSERS[r.type] : undefined
+  return parse && Object.prototype.hasOwnProperty.call(PARSERS, r.type as string) ? parse(r) : null
+}

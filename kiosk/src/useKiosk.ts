@@ -1,0 +1,95 @@
+// Wires the pieces together: the socket, the conversation state machine, readiness and the status line.
+// Components get reactive state and plain actions; none of them talks to the socket directly.
+import { computed, onBeforeUnmount, reactive } from 'vue'
+import { applyFrame } from './chat/frames'
+import * as chat from './chat/store'
+import { createChatState, type ChatState } from './chat/types'
+import { parseServerFrame, type ClientFrame } from './protocol'
+import { connect, socketUrl, type Connection } from './net/connection'
+import { deriveStatus } from './status'
+import { useLink } from './useLink'
+import { useReadiness } from './useReadiness'
+
+export interface KioskHooks {
+  /** An answer ended (the history list may have changed). */
+  onAnswerEnded?: () => void
+  /** The daemon ended the screen's conversation after the kiosk was left idle. */
+  onReset?: () => void
+}
+
+export function useKiosk(hooks: KioskHooks = {}) {
+  const state = reactive(createChatState()) as ChatState
+  let connection: Connection | null = null
+  const { link, now, online, onStatus } = useLink(() => connection?.retryNow())
+  const readiness = useReadiness(state)
+
+  function send(frames: ClientFrame[]): void {
+    for (const frame of frames) connection?.send(frame)
+  }
+
+  function onFrame(data: string): void {
+    const frame = parseServerFrame(data)
+    if (frame === null) return // unknown or malformed: a newer daemon may send more than this page knows
+    const hadFlight = state.flight !== null
+    send(applyFrame(state, frame))
+    if (frame.type === 'hello') readiness.hello(frame.ready)
+    readiness.check()
+    if (hadFlight && (frame.type === 'done' || frame.type === 'error')) hooks.onAnswerEnded?.()
+    if (frame.type === 'reset') hooks.onReset?.()
+  }
+
+  function start(): void {
+    connection = connect({
+      url: socketUrl(window.location),
+      onFrame,
+      onOpen: () => {
+        chat.connectionOpened(state)
+        readiness.opened()
+      },
+      onClose: () => {
+        readiness.stop()
+        chat.connectionLost(state)
+      },
+      onStatus,
+    })
+  }
+  onBeforeUnmount(() => connection?.close())
+
+  const status = computed(() =>
+    deriveStatus({
+      link: link.value,
+      connected: state.connected,
+      ready: state.ready,
+      answering: chat.isAnswering(state),
+      speaking: state.voice.speaking,
+      online: online.value,
+      now: now.value,
+    }),
+  )
+
+  const actions = {
+    /** True when the question was taken (the composer then clears itself). */
+    ask(text: string): boolean {
+      const before = state.items.length
+      send(chat.ask(state, text))
+      return state.items.length !== before
+    },
+    stop: () => send(chat.cancel(state)),
+    newConversation: () => send(chat.clearConversation(state)),
+    showSession: (id: string, turns: chat.StoredTurn[]) => send(chat.showStoredSession(state, id, turns)),
+    notice: (code: string) => chat.addNotice(state, chat.notice(code)),
+    toggleListen: () => send([{ type: 'listen', on: !state.voice.listening }]),
+    toggleSpeech: () => send([{ type: 'speech', on: !state.voice.speech }]),
+  }
+
+  return {
+    state,
+    status,
+    start,
+    actions,
+    canAsk: computed(() => chat.canAsk(state)),
+    canStop: computed(() => chat.canStop(state)),
+  }
+}
+
+export type Kiosk = ReturnType<typeof useKiosk>

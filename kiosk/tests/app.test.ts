@@ -1,0 +1,272 @@
+// The whole page in jsdom against a fake daemon: the test ids and flows the Playwright tests rely on.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { createApp, nextTick, type App as VueApp } from 'vue'
+import App from '../src/App.vue'
+import { setLanguage } from '../src/i18n'
+import { FakeSocket } from './fakeSocket'
+
+const HELLO = {
+  type: 'hello', model: 'm', ready: true, idle_reset: 120, max_question_chars: 4000,
+  suggestions: ['What are the opening hours?'],
+  voice: { type: 'voice', available: false, listening: false, speaking: false, speech: true, detail: 'voice is switched off' },
+}
+
+let app: VueApp | null = null
+let root: HTMLElement
+
+const $ = (id: string) => root.querySelector<HTMLElement>(`[data-testid="${id}"]`)
+const $$ = (id: string) => Array.from(root.querySelectorAll<HTMLElement>(`[data-testid="${id}"]`))
+const flush = async () => {
+  for (let i = 0; i < 5; i++) {
+    await nextTick()
+    await new Promise((r) => setTimeout(r, 0))
+  }
+  await new Promise((r) => setTimeout(r, 20)) // one animation frame for the Markdown view
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(body === null ? null : JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } })
+}
+
+const fetchMock = vi.fn(async (url: string, init?: RequestInit): Promise<Response> => {
+  if (url === '/readyz') return json({ status: 'ready' })
+  if (url.startsWith('/api/sessions?')) {
+    return json({ sessions: [{ id: 's1', title: 'Opening hours', created_at: new Date().toISOString(), updated_at: new Date().toISOString(), turn_count: 2 }] })
+  }
+  if (url === '/api/sessions/s1' && init?.method === 'DELETE') return json(null, 204)
+  if (url === '/api/sessions/s1') {
+    return json({ id: 's1', title: 'Opening hours', turns: [
+      { seq: 1, role: 'user', content: 'When do you open?', status: 'complete' },
+      { seq: 2, role: 'assistant', content: 'At **nine**. [map](javascript:alert(1))', status: 'interrupted' },
+    ] })
+  }
+  return json({ error: { code: 'not_found' } }, 404)
+})
+
+async function mount(hello: object = HELLO): Promise<FakeSocket> {
+  root = document.createElement('div')
+  document.body.appendChild(root)
+  app = createApp(App)
+  app.mount(root)
+  await flush()
+  const socket = FakeSocket.latest
+  socket.open()
+  socket.receive(hello)
+  await flush()
+  return socket
+}
+
+async function type(text: string, init: KeyboardEventInit = {}): Promise<void> {
+  const input = $('composer-input') as HTMLTextAreaElement
+  input.value = text
+  input.dispatchEvent(new Event('input'))
+  await nextTick()
+  input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true, ...init }))
+  await flush()
+}
+
+beforeEach(() => {
+  FakeSocket.instances = []
+  vi.stubGlobal('WebSocket', FakeSocket)
+  vi.stubGlobal('fetch', fetchMock)
+  setLanguage('en')
+})
+afterEach(() => {
+  app?.unmount()
+  app = null
+  root.remove()
+  vi.unstubAllGlobals()
+})
+
+describe('the kiosk page', () => {
+  it('connects, shows suggestions and answers a question as it streams', async () => {
+    const socket = await mount()
+    expect($('status')!.dataset.state).toBe('ready')
+    expect($('app')!.dataset.session).toBe('')
+    expect($('mic')!.dataset.state).toBe('unavailable')
+    expect(($('mic') as HTMLButtonElement).disabled).toBe(true)
+    expect($('mic')!.title).toContain('voice is switched off')
+    expect($('speech-toggle')!.getAttribute('aria-pressed')).toBe('true')
+    expect($('stop')).toBeNull()
+    expect($$('suggestion').map((b) => b.textContent!.trim())).toEqual(['What are the opening hours?'])
+
+    $$('suggestion')[0].click()
+    await flush()
+    expect(socket.sent).toEqual([{ type: 'chat', text: 'What are the opening hours?', session: null }])
+    expect($('status')!.dataset.state).toBe('thinking')
+    const [user, answer] = $$('message')
+    expect(user.dataset).toMatchObject({ role: 'user', state: 'done' })
+    expect(answer.dataset).toMatchObject({ role: 'assistant', state: 'streaming' })
+    expect($('stop')).not.toBeNull()
+
+    socket.receive({ type: 'session', session: 'abc' })
+    socket.receive({ type: 'token', text: 'We open at **9' })
+    socket.receive({ type: 'token', text: '** am.\n\n| a |\n|---|\n| 1 |\n' })
+    await flush()
+    const body = answer.querySelector('[data-testid="message-body"]')!
+    expect(body.querySelector('strong')!.textContent).toBe('9')
+    expect(body.querySelector('table')).not.toBeNull()
+    expect($('app')!.dataset.session).toBe('abc')
+
+    socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: { tokens_per_s: 14.83 } })
+    await flush()
+    expect($$('message')[1].dataset.state).toBe('done')
+    expect($('tokens-per-second')!.textContent).toContain('14.8')
+    expect($('status')!.dataset.state).toBe('ready')
+    expect($('stop')).toBeNull()
+  })
+
+  it('sends on Enter but not during IME composition or with Shift', async () => {
+    const socket = await mount()
+    await type('你好', { isComposing: true })
+    await type('你好', { keyCode: 229 })
+    await type('你好', { shiftKey: true })
+    expect(socket.sent).toEqual([])
+    await type('你好')
+    expect(socket.sent).toEqual([{ type: 'chat', text: '你好', session: null }])
+    expect(($('composer-input') as HTMLTextAreaElement).value).toBe('')
+  })
+
+  it('stops an answer at once and shows it as stopped', async () => {
+    const socket = await mount()
+    await type('Tell me a story')
+    socket.receive({ type: 'session', session: 's' })
+    socket.receive({ type: 'token', text: 'Once' })
+    await flush()
+    $('stop')!.click()
+    await flush()
+    expect(socket.sent.at(-1)).toEqual({ type: 'cancel' })
+    expect($('stop')).toBeNull()
+    expect(root.querySelector('.md-streaming')).toBeNull() // no caret
+    socket.receive({ type: 'done', reason: 'cancelled', usage: {}, timings: {} })
+    await flush()
+    expect($$('message')[1].dataset.state).toBe('cancelled')
+    expect($$('message')[1].textContent).toContain('Stopped')
+  })
+
+  it('marks an answer lost when the connection drops, and reconnects', async () => {
+    const socket = await mount()
+    await type('Question')
+    socket.receive({ type: 'session', session: 's' })
+    socket.receive({ type: 'token', text: 'Half' })
+    await flush()
+    socket.drop(1001)
+    await flush()
+    expect($$('message')[1].dataset.state).toBe('lost')
+    expect($$('message')[1].textContent).toContain('Half')
+    expect($$('message')[1].textContent).toContain('Connection lost')
+    expect($('status')!.dataset.state).toBe('reconnecting')
+    expect($('status')!.textContent).toMatch(/Reconnecting in \d s/)
+    expect(($('send') as HTMLButtonElement).disabled).toBe(true)
+  })
+
+  it('shows localized error notices and ignores unknown frames', async () => {
+    const socket = await mount()
+    socket.receive({ type: 'from_the_future', x: 1 })
+    await type('Q')
+    socket.receive({ type: 'session', session: 's' })
+    socket.receive({ type: 'error', code: 'busy', message: 'full', retry_after: 3 })
+    await flush()
+    expect($('notice')!.textContent).toContain('The kiosk is busy — try again in 3 s')
+    expect($$('message')[1].dataset.state).toBe('error')
+    $('lang-toggle')!.click()
+    await flush()
+    expect(document.documentElement.lang).toBe('zh')
+    expect($('lang-toggle')!.textContent!.trim()).toBe('English')
+    expect($('notice')!.textContent).toContain('3 秒')
+  })
+
+  it('new customer and the idle reset clear the screen', async () => {
+    const socket = await mount()
+    await type('Q')
+    socket.receive({ type: 'session', session: 's' })
+    await flush()
+    $('new-customer')!.click()
+    await flush()
+    expect(socket.sent.at(-1)).toEqual({ type: 'cancel' })
+    expect($$('message')).toHaveLength(0)
+    expect($('app')!.dataset.session).toBe('')
+    socket.receive({ type: 'done', reason: 'cancelled', usage: {}, timings: {} })
+    await type('Next')
+    socket.receive({ type: 'session', session: 't' })
+    socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: {} })
+    await flush()
+    socket.receive({ type: 'reset', reason: 'idle', session: 't' })
+    await flush()
+    expect($$('message')).toHaveLength(0)
+    expect(socket.sent.at(-1)).toEqual({ type: 'chat', text: 'Next', session: null })
+  })
+
+  it('voice: partial transcript, final question, speaking status', async () => {
+    const socket = await mount()
+    socket.receive({ type: 'voice', available: true, listening: false, speaking: false, speech: true, detail: null })
+    await flush()
+    expect($('mic')!.dataset.state).toBe('idle')
+    $('mic')!.click()
+    expect(socket.sent.at(-1)).toEqual({ type: 'listen', on: true })
+    socket.receive({ type: 'voice', available: true, listening: true, speaking: false, speech: true, detail: null })
+    socket.receive({ type: 'transcript', text: 'what time', final: false })
+    await flush()
+    expect($('mic')!.dataset.state).toBe('listening')
+    expect($('partial-transcript')!.textContent).toContain('what time')
+    socket.receive({ type: 'transcript', text: 'what time is it', final: true })
+    socket.receive({ type: 'speaking', state: 'started', text: 'It is ten.' })
+    await flush()
+    expect($('partial-transcript')).toBeNull()
+    expect($$('message')[0].textContent).toContain('what time is it')
+    expect($('status')!.dataset.state).toBe('speaking')
+    $('speech-toggle')!.click()
+    expect(socket.sent.at(-1)).toEqual({ type: 'speech', on: false })
+  })
+
+  it('history: lists, switches to and deletes a session', async () => {
+    const socket = await mount()
+    expect($('history-panel')).toBeNull()
+    $('history-toggle')!.click()
+    await flush()
+    expect($('history-panel')).not.toBeNull()
+    const item = $('session-item')!
+    expect(item.dataset.sessionId).toBe('s1')
+    item.click()
+    await flush()
+    expect($('app')!.dataset.session).toBe('s1')
+    const messages = $$('message')
+    expect(messages.map((m) => m.dataset.state)).toEqual(['done', 'interrupted'])
+    expect(messages[1].querySelector('strong')!.textContent).toBe('nine')
+    expect(messages[1].querySelector('a, [href]')).toBeNull()
+    await type('And on Sunday?')
+    expect(socket.sent.at(-1)).toEqual({ type: 'chat', text: 'And on Sunday?', session: 's1' })
+    socket.receive({ type: 'session', session: 's1' })
+    socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: {} })
+    await flush()
+
+    if (!$('history-panel')) $('history-toggle')!.click()
+    await flush()
+    $('session-delete')!.click()
+    await flush()
+    expect($('session-delete')).toBeNull()
+    $('session-delete-confirm')!.click()
+    await flush()
+    expect(fetchMock).toHaveBeenCalledWith('/api/sessions/s1', expect.objectContaining({ method: 'DELETE' }))
+    expect($('app')!.dataset.session).toBe('')
+    expect($$('message')).toHaveLength(0)
+  })
+
+  it('shows loading while the model loads, polling /readyz until ready', async () => {
+    fetchMock.mockClear()
+    await mount({ ...HELLO, ready: false })
+    await flush()
+    expect(fetchMock).toHaveBeenCalledWith('/readyz', expect.anything())
+    expect($('status')!.dataset.state).toBe('ready')
+  })
+
+  it('the idle reset also closes the history drawer', async () => {
+    const socket = await mount()
+    $('history-toggle')!.click()
+    await flush()
+    expect($('history-panel')).not.toBeNull()
+    socket.receive({ type: 'reset', reason: 'idle', session: 's1' })
+    await flush()
+    expect($('history-panel')).toBeNull()
+  })
+})
