@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 
 from daemon import chat_ws, health, kiosk_page, openai_api, sessions_api
-from daemon.appkeys import CONVERSATIONS, ENGINE, HISTORY, LISTENING, SETTINGS, SOCKETS, OpenSockets
+from daemon.appkeys import CONVERSATIONS, ENGINE, HISTORY, LISTENING, SETTINGS, SOCKETS, VOICE, OpenSockets
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
 from daemon.middlewares import json_errors
 from daemon.retention import purge_periodically
 from daemon.settings import Settings
+from daemon.voice_link import VoiceLink
 
 
 def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
@@ -32,6 +33,7 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     kiosk_page.add_routes(app, settings)
     app.on_response_prepare.append(kiosk_page.add_security_headers)
     app.cleanup_ctx.append(_history)
+    app.cleanup_ctx.append(_voice)
     app.on_shutdown.append(_stop_generations)
     app.on_shutdown.append(_close_sockets)
     return app
@@ -51,6 +53,17 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
         purger.cancel()
         await asyncio.gather(purger, return_exceptions=True)
         await history.close()
+
+
+async def _voice(app: web.Application) -> AsyncIterator[None]:
+    """The voice path starts in the background (models load in threads) and never delays text chat."""
+    link = VoiceLink(app[SETTINGS])
+    app[VOICE] = link
+    await link.start()
+    try:
+        yield
+    finally:
+        await link.close()
 
 
 async def _stop_generations(app: web.Application) -> None:

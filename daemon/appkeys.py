@@ -10,12 +10,14 @@ from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
 from daemon.settings import Settings
+from daemon.voice_link import VoiceLink
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", ChatEngine)
 CONVERSATIONS = web.AppKey("conversations", Conversations)
 HISTORY = web.AppKey("history", History)
 LISTENING = web.AppKey("listening", asyncio.Event)
+VOICE = web.AppKey("voice", VoiceLink)
 
 
 class OpenSockets(set[web.WebSocketResponse]):

@@ -8,7 +8,7 @@ import sqlite3
 
 from aiohttp import WSMsgType, web
 
-from daemon.appkeys import CONVERSATIONS, ENGINE, SETTINGS, SOCKETS
+from daemon.appkeys import CONVERSATIONS, ENGINE, SETTINGS, SOCKETS, VOICE
 from daemon.engine import Generation
 from daemon.frames import (
     CancelFrame,
@@ -27,6 +27,8 @@ from daemon.frames import (
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
 from daemon.messages import Busy, EngineError, Finished, Timings, Usage
+from daemon.screen_voice import ScreenVoice
+from daemon.voice_link import is_local
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ async def websocket_chat(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=app[SETTINGS].max_message_bytes)
     await ws.prepare(request)
     app[SOCKETS].add(ws)
-    chat = ChatConnection(ws, app)
+    chat = ChatConnection(ws, app, local=is_local(request.remote))
     await chat.send(chat.hello())
     chat.start_idle_watch()
     try:
@@ -54,7 +56,7 @@ async def websocket_chat(request: web.Request) -> web.WebSocketResponse:
 class ChatConnection:
     """The state of one WebSocket client: its running answer, if any."""
 
-    def __init__(self, ws: web.WebSocketResponse, app: web.Application) -> None:
+    def __init__(self, ws: web.WebSocketResponse, app: web.Application, local: bool = False) -> None:
         self._ws = ws
         self._app = app
         self._task: asyncio.Task[None] | None = None
@@ -63,7 +65,7 @@ class ChatConnection:
         self._session: str | None = None
         self._last_activity = asyncio.get_running_loop().time()
         self._idle_watch: asyncio.Task[None] | None = None
-        self._speech = True
+        self.voice = ScreenVoice(app.get(VOICE), local, self.send, self._wake)
 
     def hello(self) -> HelloFrame:
         settings, engine = self._app[SETTINGS], self._app[ENGINE]
@@ -72,8 +74,13 @@ class ChatConnection:
                           voice=self.voice_state())
 
     def voice_state(self) -> VoiceFrame:
-        # The voice path is not part of this daemon yet: the page shows the microphone as unavailable.
-        return VoiceFrame(available=False, speech=self._speech, detail="voice is not set up on this kiosk")
+        return self.voice.state()
+
+    async def _wake(self) -> None:
+        """The wake phrase: whatever the kiosk was saying or writing stops, and it listens."""
+        self.cancel()
+        if reason := await self.voice.on_listen(True):
+            await self.send(ErrorFrame("voice_unavailable", reason))
 
     def start_idle_watch(self) -> None:
         if self._app[SETTINGS].idle_reset > 0:
@@ -107,15 +114,16 @@ class ChatConnection:
             return
         if isinstance(frame, CancelFrame):
             self.cancel()
+            await self.voice.barge_in()
         elif isinstance(frame, ChatFrame):
             await self._start(frame)
-        elif isinstance(frame, ListenFrame) and frame.on:
-            await self.send(ErrorFrame("voice_unavailable", self.voice_state().detail or "voice is unavailable"))
         elif isinstance(frame, ListenFrame):
-            await self.send(self.voice_state())
+            if reason := await self.voice.on_listen(frame.on):
+                await self.send(ErrorFrame("voice_unavailable", reason))
+            else:
+                await self.send(self.voice_state())
         else:
-            self._speech = frame.on
-            await self.send(self.voice_state())
+            await self.voice.on_speech(frame.on)
 
     def cancel(self) -> None:
         if self._task is None or self._task.done():
@@ -146,15 +154,8 @@ class ChatConnection:
 
     async def _answer(self, session: str, turns: list[Turn], text: str) -> None:
         settings = self._app[SETTINGS]
-
-        async def on_piece(piece: str) -> None:
-            await self.send(TokenFrame(piece))
-
-        def on_start(generation: Generation | None) -> None:
-            self._generation = generation
-
         try:
-            finished = await self._app[CONVERSATIONS].answer(session, turns, text, on_piece, on_start)
+            finished = await self._generate(session, turns, text)
         except Busy as exc:
             await self.send(ErrorFrame(exc.code, str(exc), retry_after=settings.retry_after))
             return
@@ -176,6 +177,25 @@ class ChatConnection:
         self._last_activity = asyncio.get_running_loop().time()
         await self.send(DoneFrame.from_finished(finished))
 
+    async def _generate(self, session: str, turns: list[Turn], text: str) -> Finished:
+        """The answer, streamed to the page and, when this screen has speech on, read aloud as it is written."""
+
+        async def on_piece(piece: str) -> None:
+            self.voice.piece(piece)
+            await self.send(TokenFrame(piece))
+
+        def on_start(generation: Generation | None) -> None:
+            self._generation = generation
+
+        await self.voice.start_answer()
+        complete = False
+        try:
+            finished = await self._app[CONVERSATIONS].answer(session, turns, text, on_piece, on_start)
+            complete = finished.reason != "cancelled"
+            return finished
+        finally:
+            await self.voice.end_answer(complete)
+
     async def close(self) -> None:
         """The client is gone: stop its answer and wait until the model is free.
 
@@ -190,6 +210,12 @@ class ChatConnection:
         while not all(task.done() for task in tasks):
             try:
                 await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                cancelled = True
+        closing = asyncio.ensure_future(self.voice.close())
+        while not closing.done():
+            try:
+                await asyncio.wait({closing})
             except asyncio.CancelledError:
                 cancelled = True
         if cancelled:

@@ -106,6 +106,32 @@ class VoiceFrame(ServerFrame):
 
 
 @dataclass(frozen=True)
+class TranscriptFrame(ServerFrame):
+    """What the microphone heard: partial results as they change, then the final question (may be empty)."""
+
+    text: str
+    final: bool
+    type: ClassVar[str] = "transcript"
+
+
+@dataclass(frozen=True)
+class SpeakingFrame(ServerFrame):
+    """Progress of the answer being read aloud, per sentence: queued, started, finished or stopped."""
+
+    state: str
+    text: str
+    synth_ms: float | None = None
+    """`started` only: how long the sentence took to synthesize."""
+    audio_ms: float | None = None
+    """`started` only: how long the sentence sounds."""
+    type: ClassVar[str] = "speaking"
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps({"type": self.type, **data}, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class HelloFrame(ServerFrame):
     """The first frame on every connection: what the page needs to set itself up."""
 

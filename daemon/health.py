@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from daemon.appkeys import ENGINE, LISTENING
+from daemon.appkeys import ENGINE, LISTENING, VOICE
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -15,6 +15,8 @@ async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     if engine.ready and request.app[LISTENING].is_set():
         gate = engine.gate
+        voice = request.app[VOICE].status
         return web.json_response({"status": "ready", "model": engine.model_id, "busy": gate.busy,
-                                  "waiting": gate.waiting})
+                                  "waiting": gate.waiting,
+                                  "voice": {"available": voice.available, "detail": voice.detail}})
     return web.json_response({"status": "loading"}, status=503)

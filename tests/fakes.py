@@ -153,7 +153,7 @@ class Served:
 async def serve(engine: ChatEngine, **settings: object) -> AsyncIterator[Served]:
     """The real app on 127.0.0.1 at a free port, set up as daemon.server does; `settings` as in load_settings."""
     with tempfile.TemporaryDirectory(prefix="kioskd-test-") as state_dir:
-        app = create_app(load_settings({"state_dir": state_dir, **settings}, environ={}), engine)
+        app = create_app(load_settings({"state_dir": state_dir, "voice": False, **settings}, environ={}), engine)
         async with _serve_app(app) as served:
             yield served
 

@@ -210,6 +210,8 @@ describe('the kiosk page', () => {
     expect($('mic')!.dataset.state).toBe('listening')
     expect($('partial-transcript')!.textContent).toContain('what time')
     socket.receive({ type: 'transcript', text: 'what time is it', final: true })
+    expect(socket.sent.at(-1)).toEqual({ type: 'chat', text: 'what time is it', session: null })
+    socket.receive({ type: 'voice', available: true, listening: false, speaking: true, speech: true, detail: null })
     socket.receive({ type: 'speaking', state: 'started', text: 'It is ten.' })
     await flush()
     expect($('partial-transcript')).toBeNull()

@@ -238,15 +238,18 @@ describe('voice', () => {
     expect(state.voice).toEqual({ available: true, listening: true, speaking: false, speech: false, detail: null })
     expect(chat.canAsk(state)).toBe(false) // typing and talking at once would race
     recv(state, { type: 'speaking', state: 'started', text: 'Hello.' })
-    expect(state.voice.speaking).toBe(true)
+    expect(state.speakingSentence).toBe('Hello.')
+    expect(state.voice.speaking).toBe(false) // only `voice` frames say whether the kiosk speaks
     recv(state, { type: 'speaking', state: 'finished', text: 'Hello.' })
-    expect(state.voice.speaking).toBe(false)
+    expect(state.speakingSentence).toBe(null)
   })
 
-  it('shows partial transcripts, and a final one becomes the question the daemon answers', () => {
+  it('shows partial transcripts, and a final one is asked like a typed question', () => {
     recv(state, { type: 'transcript', text: 'what time', final: false })
     expect(state.partialTranscript).toBe('what time')
-    expect(recv(state, { type: 'transcript', text: 'what time is it', final: true })).toEqual([])
+    expect(recv(state, { type: 'transcript', text: 'what time is it', final: true })).toEqual([
+      { type: 'chat', text: 'what time is it', session: null },
+    ])
     expect(state.partialTranscript).toBe('')
     expect(messages(state).map((m) => [m.role, m.text, m.state])).toEqual([
       ['user', 'what time is it', 'done'], ['assistant', '', 'streaming'],
@@ -256,6 +259,18 @@ describe('voice', () => {
     recv(state, DONE)
     expect(last(state)).toMatchObject({ text: 'Ten.', state: 'done' })
     expect(state.session).toBe('v')
+  })
+
+  it('a spoken question during an answer stops it, then is asked in the same session', () => {
+    chat.ask(state, 'first')
+    recv(state, { type: 'session', session: 's1' })
+    recv(state, { type: 'token', text: 'Part' })
+    expect(recv(state, { type: 'transcript', text: 'second', final: true })).toEqual([{ type: 'cancel' }])
+    expect(recv(state, { ...DONE, reason: 'cancelled' })).toEqual([{ type: 'chat', text: 'second', session: 's1' }])
+    expect(messages(state).map((m) => [m.role, m.text, m.state])).toEqual([
+      ['user', 'first', 'done'], ['assistant', 'Part', 'cancelled'],
+      ['user', 'second', 'done'], ['assistant', '', 'streaming'],
+    ])
   })
 
   it('an empty final transcript asks nothing', () => {

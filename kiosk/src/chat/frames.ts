@@ -1,7 +1,7 @@
 // How each server frame changes the conversation state (the order of frames is in docs/protocol.md).
 import type { ClientFrame, DoneFrame, HelloFrame, ServerFrame } from '../protocol'
 import {
-  addNotice, beginQuestion, clearConversation, endMessage, findMessage, finishFlight, notice,
+  addNotice, beginQuestion, cancel, clearConversation, endMessage, findMessage, finishFlight, notice,
 } from './store'
 import type { ChatState } from './types'
 
@@ -26,7 +26,9 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ClientFrame[] 
     }
     case 'transcript': return onTranscript(state, frame.text, frame.final)
     case 'speaking':
-      state.voice = { ...state.voice, speaking: frame.started }
+      // Per-sentence progress; whether the kiosk is speaking at all comes from `voice` frames (no flicker
+      // between sentences).
+      state.speakingSentence = frame.started ? frame.text : null
       return []
   }
 }
@@ -116,15 +118,7 @@ function onTranscript(state: ChatState, text: string, final: boolean): ClientFra
   }
   state.partialTranscript = ''
   if (text.trim() === '') return []
-  const flight = state.flight
-  if (flight !== null && flight.messageId !== null) {
-    // The daemon has moved on to the spoken question, so the answer on screen will not continue.
-    endMessage(state, flight.messageId, 'interrupted')
-    state.flight = null
-  }
-  if (state.deferred !== null) {
-    endMessage(state, state.deferred.messageId, 'interrupted')
-    state.deferred = null
-  }
-  return beginQuestion(state, text.trim(), false)
+  // A spoken question is asked exactly like a typed one, in the screen's own session; an answer still being
+  // written is stopped first (the question waits for its `done`).
+  return [...cancel(state), ...beginQuestion(state, text.trim(), true)]
 }

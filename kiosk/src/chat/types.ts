@@ -69,6 +69,8 @@ export interface ChatState {
   suggestions: string[]
   voice: VoiceState
   partialTranscript: string
+  /** The sentence being read aloud now (from `speaking` frames), or null. */
+  speakingSentence: string | null
   lastTokensPerSecond: number | null
 }
 
@@ -87,6 +89,7 @@ export function createChatState(): ChatState {
     suggestions: [],
     voice: { ...VOICE_OFF },
     partialTranscript: '',
+    speakingSentence: null,
     lastTokensPerSecond: null,
   }
 }

@@ -1,0 +1,407 @@
+"""Speech to text with Vosk, driven from the event loop: one spoken question at a time, and a wake-phrase spotter.
+
+Every Vosk call runs on a worker thread: a `ThreadPoolExecutor(max_workers=1)` per recognizer, or an executor
+passed in, which must be single-threaded too, because the calls of one recognizer must run in the order they were
+made (sharing one worker between the spotter and the question recognizer also keeps Vosk on one core while the
+chat model uses the others). `reset()` is queued on that worker like everything else, so it never races a `feed`.
+
+Decisions:
+- `UtteranceRecognizer` ends an utterance with its own endpointer (`audio.endpointing`), never Vosk's: a Vosk
+  endpoint mid-question only moves the text so far into a list of segments, which `FinalResult()` completes.
+- Noise that the energy gate took for speech but that gives no words does not end the utterance: listening goes
+  on, and `no_speech_timeout_s` still counts from the first audio.
+- After its final, a recognizer ignores audio (the rest of that chunk included) until `reset()`.
+- `SpeechModel.load(..., dither=0.0)` makes recognition deterministic: Kaldi's default dither (1.0) adds random
+  noise to every frame, so the same audio could give different words from run to run. Tests load models that way.
+- Decoder settings are applied by loading the model through a temporary directory that links the model's files
+  and holds an edited copy of its conf/ (vosk 0.3.45 has no API for them); Vosk reads everything while loading,
+  so the directory is removed right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import vosk
+
+from audio.endpointing import Endpointer, normalize_text
+from audio.pcm import SAMPLE_WIDTH, AudioChunk
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_PHRASE_S = 4.0  # the spotter judges speech in pieces at most this long
+UNKNOWN_WORDS = ("[unk]", "<UNK>", "<unk>")  # the garbage word, as the models of different recipes spell it
+# Ordinary words that absorb speech which is not the wake phrase. With only [phrase, unknown word] as its grammar,
+# Vosk maps almost any speech onto the phrase (measured: an English TTS sentence gave the phrase three times).
+# Words missing from a model's vocabulary are skipped, so one list serves Korean, English and Chinese models.
+_FILLERS = """
+    아 어 오 우 이 에 네 예 그 저 뭐 왜 다 요 죠 가 나 도 로 는 은 의 지 기 비 피 스 트
+    여기 저기 버스 어디 라디오 여보세요 감사합니다 안녕 하세요 세요 아니 그럼 했다 지금 오늘 시간 사람
+    HELLO THE I YOU OK A
+    the a i you it is to and what how where please thank yes no okay hello hi
+    的 我 你 是 了 不 在 有 这 个 好 吗 什么 请 谢谢
+"""
+DEFAULT_FILLERS = tuple(_FILLERS.split())
+
+
+class RecognizerError(Exception):
+    """The speech model cannot be used: a missing or broken model directory, bad settings, an unknown wake word."""
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    model_dir: Path
+    sample_rate: int = 16000
+    trailing_silence_s: float = 0.8  # end of utterance after this much silence following speech
+    max_utterance_s: float = 15.0  # force the end of an utterance this long after speech started
+    no_speech_timeout_s: float = 8.0  # push-to-talk with nobody speaking: give up (final with empty text)
+    # Kaldi decoder settings that trade accuracy for speed on slow boards; None keeps the model's conf/model.conf.
+    max_active: int | None = None
+    beam: float | None = None
+    lattice_beam: float | None = None
+    # The gate is max(this, noise floor + 10 dB): it only ever rises above this, in a noisy room.
+    speech_threshold_dbfs: float = -45.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # normalised: spaces collapsed, Vosk's "[unk]"/noise tokens removed
+    final: bool
+    ended_at: float | None = None  # loop time (seconds) when the utterance ended, for a final
+    reason: str | None = None  # "silence" | "max_length" | "no_speech" | "stopped" (or finish's reason)
+    audio_end_s: float | None = None  # where it ended in the audio fed since construction or reset()
+
+
+class SpeechModel:
+    """A loaded Vosk model (seconds to load, hundreds of MB): load once, share between recognizers."""
+
+    def __init__(self, model: Any, model_dir: Path) -> None:
+        self.vosk_model = model
+        self.model_dir = model_dir
+
+    @classmethod
+    async def load(
+        cls,
+        model_dir: Path,
+        *,
+        max_active: int | None = None,
+        beam: float | None = None,
+        lattice_beam: float | None = None,
+        dither: float | None = None,
+    ) -> SpeechModel:
+        """Load on a thread. Raises RecognizerError if the directory is missing or not a Vosk model."""
+        return await asyncio.to_thread(
+            cls.load_sync, model_dir, max_active=max_active, beam=beam, lattice_beam=lattice_beam, dither=dither
+        )
+
+    @classmethod
+    def load_sync(
+        cls,
+        model_dir: Path,
+        *,
+        max_active: int | None = None,
+        beam: float | None = None,
+        lattice_beam: float | None = None,
+        dither: float | None = None,
+    ) -> SpeechModel:
+        model_dir = Path(model_dir)
+        _check_model_dir(model_dir)
+        decoder = _decoder_options(max_active, beam, lattice_beam)
+        mfcc = {} if dither is None else {"--dither": _positive("dither", dither, allow_zero=True)}
+        vosk.SetLogLevel(-1)  # Kaldi's LOG lines (dozens per load) off; its warnings and errors stay
+        if not decoder and not mfcc:
+            return cls(_vosk_model(model_dir, model_dir), model_dir)
+        staging = Path(tempfile.mkdtemp(prefix="kioskd-vosk-"))
+        try:
+            _stage_model(model_dir, staging, decoder, mfcc)
+            return cls(_vosk_model(staging, model_dir), model_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def knows(self, word: str) -> bool:
+        return int(self.vosk_model.vosk_model_find_word(word)) >= 0
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        raise RecognizerError(f"speech model directory {model_dir} does not exist")
+    graph = model_dir / "graph"
+    missing = [
+        name for name in ("am/final.mdl", "conf/model.conf", "conf/mfcc.conf") if not (model_dir / name).is_file()
+    ]
+    if not (graph / "HCLG.fst").is_file() and not ((graph / "HCLr.fst").is_file() and (graph / "Gr.fst").is_file()):
+        missing.append("graph/HCLG.fst (or graph/HCLr.fst with graph/Gr.fst)")
+    if missing:
+        raise RecognizerError(f"{model_dir} is not a Vosk model: it has no {', '.join(missing)}")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> str:
+    if not (value >= 0 if allow_zero else value > 0):
+        raise RecognizerError(f"speech model setting {name} must be {'>= 0' if allow_zero else '> 0'}, not {value}")
+    return str(value)
+
+
+def _decoder_options(max_active: int | None, beam: float | None, lattice_beam: float | None) -> dict[str, str]:
+    options = {}
+    if max_active is not None:
+        if max_active < 2:
+            raise RecognizerError(f"speech model setting max_active must be >= 2, not {max_active}")
+        options["--max-active"] = str(int(max_active))
+    if beam is not None:
+        options["--beam"] = _positive("beam", beam)
+    if lattice_beam is not None:
+        options["--lattice-beam"] = _positive("lattice_beam", lattice_beam)
+    return options
+
+
+def _stage_model(model_dir: Path, staging: Path, decoder: dict[str, str], mfcc: dict[str, str]) -> None:
+    """Links to everything in `model_dir` but conf/, and a conf/ with the settings written in."""
+    for entry in model_dir.iterdir():
+        if entry.name != "conf":
+            (staging / entry.name).symlink_to(entry.resolve())
+    shutil.copytree(model_dir / "conf", staging / "conf", symlinks=False)
+    model_conf = staging / "conf" / "model.conf"
+    options = _read_conf(model_conf)
+    if "--max-active" in decoder and int(options.get("--min-active", "0")) > int(decoder["--max-active"]):
+        decoder = {**decoder, "--min-active": decoder["--max-active"]}  # Kaldi insists on min <= max
+    _write_conf(model_conf, {**options, **decoder})
+    mfcc_conf = staging / "conf" / "mfcc.conf"
+    _write_conf(mfcc_conf, {**_read_conf(mfcc_conf), **mfcc})
+
+
+def _read_conf(path: Path) -> dict[str, str]:
+    options = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.split("#", 1)[0].strip().partition("=")
+        if name:
+            options[name] = value
+    return options
+
+
+def _write_conf(path: Path, options: dict[str, str]) -> None:
+    path.write_text("".join(f"{name}={value}\n" if value else f"{name}\n" for name, value in options.items()))
+
+
+def _vosk_model(path: Path, shown: Path) -> Any:
+    try:
+        return vosk.Model(str(path))
+    except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
+        raise RecognizerError(f"Vosk could not load the speech model in {shown}: {exc}") from exc
+
+
+class _VoskWorker:
+    """The worker thread (or the single-threaded executor given) that runs every Vosk call of one recognizer."""
+
+    def __init__(self, executor: Executor | None) -> None:
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vosk")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _queue(self, fn: Callable[[], object]) -> None:
+        self._executor.submit(fn)
+
+    def close(self) -> None:
+        """Stop the worker thread once queued work is done (only if this recognizer created it)."""
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
+
+
+class UtteranceRecognizer(_VoskWorker):
+    """One spoken question: partials while it is spoken, then one final when the endpointer decides it is over."""
+
+    def __init__(self, model: SpeechModel, config: RecognizerConfig, *, executor: Executor | None = None) -> None:
+        super().__init__(executor)
+        self._model = model
+        self._config = config
+        self._bytes_per_s = config.sample_rate * SAMPLE_WIDTH
+        self._rec: Any = None  # created on the worker: it takes tens of milliseconds
+        self._reset_sync(noise_floor=None)
+
+    async def feed(self, chunk: AudioChunk) -> list[Transcript]:
+        """Partials (final=False) as the text changes, and at most one final. The chunk is resampled as needed."""
+        return await self._run(self._feed_sync, chunk, asyncio.get_running_loop().time())
+
+    async def finish(self, reason: str = "stopped") -> Transcript:
+        """Force the end now (push-to-talk released); returns the final given earlier if there was one."""
+        return await self._run(self._finish_now, reason, asyncio.get_running_loop().time())
+
+    def reset(self) -> None:
+        """Ready for the next utterance; queued behind any feed in flight. The noise floor estimate is kept."""
+        self._queue(lambda: self._reset_sync(self._endpointer.noise_floor_dbfs))
+
+    def _reset_sync(self, noise_floor: float | None) -> None:
+        config = self._config
+        self._endpointer = Endpointer(
+            config.sample_rate,
+            trailing_silence_s=config.trailing_silence_s,
+            max_utterance_s=config.max_utterance_s,
+            no_speech_timeout_s=config.no_speech_timeout_s,
+            threshold_dbfs=config.speech_threshold_dbfs,
+            noise_floor_dbfs=noise_floor,
+        )
+        self._segments: list[str] = []  # text of Vosk's own endpoints within this utterance
+        self._text = ""  # the text as last reported
+        self._final: Transcript | None = None
+        if self._rec is not None:
+            self._rec.Reset()
+
+    def _recognizer(self) -> Any:
+        if self._rec is None:
+            self._rec = vosk.KaldiRecognizer(self._model.vosk_model, self._config.sample_rate)
+        return self._rec
+
+    def _feed_sync(self, chunk: AudioChunk, arrived: float) -> list[Transcript]:
+        if self._final is not None:
+            return []
+        pcm = chunk.resampled(self._config.sample_rate).pcm
+        out: list[Transcript] = []
+        while pcm:
+            end = self._endpointer.push(pcm)
+            out += self._accept(pcm if end is None else pcm[: end.consumed])
+            if end is None:
+                break
+            pcm = pcm[end.consumed :]
+            # The chunk arrived when its last sample was heard: the utterance ended `len(pcm)` bytes earlier.
+            final = self._end(end.reason, arrived - len(pcm) / self._bytes_per_s, end.offset_s)
+            if final is not None:
+                out.append(final)
+                break
+        return out
+
+    def _accept(self, pcm: bytes) -> list[Transcript]:
+        if not pcm:
+            return []
+        rec = self._recognizer()
+        if rec.AcceptWaveform(pcm):
+            segment = normalize_text(json.loads(rec.Result())["text"])
+            self._segments += [segment] if segment else []
+            partial = ""
+        else:
+            partial = normalize_text(json.loads(rec.PartialResult())["partial"])
+        text = " ".join([*self._segments, partial] if partial else self._segments)
+        if text == self._text:
+            return []
+        self._text = text
+        if text:
+            self._endpointer.note_words()
+        return [Transcript(text, final=False)]
+
+    def _end(self, reason: str, ended_at: float, audio_end_s: float, *, forced: bool = False) -> Transcript | None:
+        """The final for an endpoint; None when the "speech" was noise without words and listening goes on."""
+        last = normalize_text(json.loads(self._recognizer().FinalResult())["text"])
+        text = " ".join([*self._segments, last] if last else self._segments)
+        if not text and reason == "silence" and not forced:
+            log.debug("sound without words at %.2f s; still listening", audio_end_s)
+            self._segments, self._text = [], ""
+            self._endpointer.restart()
+            return None
+        self._final = Transcript(text, final=True, ended_at=ended_at, reason=reason, audio_end_s=audio_end_s)
+        return self._final
+
+    def _finish_now(self, reason: str, now: float) -> Transcript:
+        final = self._final or self._end(reason, now, self._endpointer.elapsed_s, forced=True)
+        assert final is not None  # a forced end always gives a final
+        return final
+
+
+class WakeWordSpotter(_VoskWorker):
+    """Listens for the wake phrase only, with a recognizer restricted to the grammar [phrase, unknown word, *fillers].
+
+    The phrase must consist of words in the model's vocabulary (RecognizerError otherwise: Vosk would only log a
+    warning and drop the word). The fillers (DEFAULT_FILLERS unless given; words the model lacks are skipped) are
+    what other speech is recognised as: without them nearly any speech comes out as the phrase.
+
+    A hit is the phrase's words in a row, each with a confidence of at least `min_confidence`, in a final result.
+    Finals come when the energy gate (`audio.endpointing`) hears `pause_s` of quiet after speech, at most
+    `MAX_PHRASE_S` into speech, or at Vosk's own endpoint; Vosk's alone comes 1-1.5 s after the phrase. Partial
+    results would be earlier still but carry no confidence, and (measured) sounds like the phrase pass through them.
+    So the phrase needs a pause after it: "<phrase> <question>" said in one breath is not a hit."""
+
+    def __init__(
+        self,
+        model: SpeechModel,
+        phrase: str,
+        sample_rate: int = 16000,
+        *,
+        fillers: Sequence[str] | None = None,
+        min_confidence: float = 0.9,
+        pause_s: float = 0.4,
+        speech_threshold_dbfs: float = -45.0,
+        executor: Executor | None = None,
+    ) -> None:
+        words = phrase.split()
+        unknown = [word for word in words if not model.knows(word)]
+        if not words or unknown:
+            raise RecognizerError(
+                f"wake phrase {phrase!r}: {', '.join(map(repr, unknown)) or 'no words'} not in the vocabulary of the "
+                f"speech model in {model.model_dir}; choose a phrase made of words that model knows"
+            )
+        super().__init__(executor)
+        self.words = words
+        garbage = [word for word in UNKNOWN_WORDS if model.knows(word)][:1]
+        extra = [w for w in dict.fromkeys(DEFAULT_FILLERS if fillers is None else fillers) if w not in words]
+        self.grammar = [" ".join(words), *garbage, *(w for w in extra if model.knows(w))]
+        self.min_confidence = min_confidence
+        self._model = model
+        self._sample_rate = sample_rate
+        self._rec: Any = None
+        self._endpointer = Endpointer(
+            sample_rate,
+            trailing_silence_s=pause_s,
+            max_utterance_s=MAX_PHRASE_S,
+            no_speech_timeout_s=None,
+            threshold_dbfs=speech_threshold_dbfs,
+        )
+
+    async def feed(self, chunk: AudioChunk) -> bool:
+        """True once the phrase was heard; the spotter then starts afresh."""
+        return await self._run(self._feed_sync, chunk)
+
+    def reset(self) -> None:
+        """Forget what was heard so far (queued behind any feed in flight)."""
+        self._queue(lambda: self._rec is not None and self._rec.Reset())
+
+    def _feed_sync(self, chunk: AudioChunk) -> bool:
+        if self._rec is None:
+            grammar = json.dumps(self.grammar, ensure_ascii=False)  # Vosk does not decode "\uXXXX" escapes
+            self._rec = vosk.KaldiRecognizer(self._model.vosk_model, self._sample_rate, grammar)
+            self._rec.SetWords(True)  # for the confidences
+        pcm = chunk.resampled(self._sample_rate).pcm
+        while pcm:
+            end = self._endpointer.push(pcm)
+            part = pcm if end is None else pcm[: end.consumed]
+            if part and self._rec.AcceptWaveform(part) and self._heard(self._rec.Result()):
+                self._endpointer.restart()
+                return True
+            if end is None:
+                return False
+            pcm = pcm[end.consumed :]
+            self._endpointer.restart()
+            if self._heard(self._rec.FinalResult()):
+                return True  # the rest of the chunk is the start of the question, not for the spotter
+        return False
+
+    def _heard(self, result: str) -> bool:
+        """Whether a Vosk result (which also starts Vosk afresh) holds the phrase, confidently."""
+        heard = [(word["word"], float(word["conf"])) for word in json.loads(result).get("result", [])]
+        size = len(self.words)
+        for start in range(len(heard) - size + 1):
+            window = heard[start : start + size]
+            if [word for word, _ in window] == self.words and min(conf for _, conf in window) >= self.min_confidence:
+                log.info("wake phrase %r heard in %r", " ".join(self.words), heard)
+                return True
+        if heard:
+            log.debug("not the wake phrase: %r", heard)
+        return False

@@ -1,0 +1,246 @@
+"""The voice path as one service: microphone -> recognizer, and answers -> voice -> speaker.
+
+Two supervised halves, each brought up (models loaded in threads, devices opened) and, when anything fails or
+a device vanishes, torn down and retried with back-off, so a kiosk whose USB speaker was unplugged speaks again
+when it is plugged back in. Text chat never waits for any of this. The service reports one `VoiceState` that
+the daemon shows on the page and in `/readyz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from audio.chunker import ChunkerConfig
+from audio.io import AudioDeviceError, AudioSink, AudioSource, open_sink, open_source
+from audio.listener import Listener, ListenerConfig
+from audio.recognizer import RecognizerError, SpeechModel, Transcript
+from audio.speaker import AnswerSpeech, Sentence, SentenceEvent, Voices
+from audio.synthesizer import Synthesizer, SynthesizerError, VoiceConfig
+
+_LOGGER = logging.getLogger(__name__)
+_FAILURES = (AudioDeviceError, RecognizerError, SynthesizerError, OSError, ValueError)
+_PART = {"input": "microphone", "output": "speaker"}  # how a problem is named to the page and the operator
+
+
+@dataclass(frozen=True)
+class VoicePathConfig:
+    listener: ListenerConfig
+    speech_model: Path | None
+    voice: Path | None
+    voice_zh: Path | None = None
+    input: str = "default"
+    output: str = "default"
+    output_rate: int = 0  # 0: the voice's own rate
+    tts_threads: int = 1
+    chunker: ChunkerConfig = field(default_factory=ChunkerConfig)
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class VoiceState:
+    available: bool = False
+    listening: bool = False
+    speaking: bool = False
+    detail: str | None = "starting"
+
+
+class VoiceEvents(Protocol):
+    def state_changed(self, state: VoiceState) -> None: ...
+
+    def transcript(self, transcript: Transcript) -> None: ...
+
+    def wake(self) -> None: ...
+
+
+SourceOpener = Callable[[str, int], AudioSource]
+SinkOpener = Callable[[str, int], AudioSink]
+
+
+class VoiceService:
+    def __init__(self, config: VoicePathConfig, events: VoiceEvents, *, source_opener: SourceOpener = open_source,
+                 sink_opener: SinkOpener = open_sink) -> None:
+        self._config = config
+        self._events = events
+        self._open_source = source_opener
+        self._open_sink = sink_opener
+        self._state = VoiceState()
+        self._input_problem: str | None = "starting"
+        self._output_problem: str | None = "starting"
+        self._listener: Listener | None = None
+        self._model: SpeechModel | None = None
+        self._loaded_voices: Voices | None = None
+        self._voices: Voices | None = None
+        self._sink: AudioSink | None = None
+        self._output_failed = asyncio.Event()
+        self._speech: AnswerSpeech | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def state(self) -> VoiceState:
+        return self._state
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._supervise("input", self._run_input), name="voice-input"),
+                       asyncio.create_task(self._supervise("output", self._run_output), name="voice-output")]
+
+    async def close(self) -> None:
+        await self.stop_speaking()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- listening ----
+
+    def listen(self) -> str | None:
+        """Start capturing a question; the reason it cannot, or None."""
+        if self._listener is None:
+            return self._input_problem or "the microphone is not ready"
+        self._listener.listen()
+        return None
+
+    async def stop_listening(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop_listening()
+
+    def cancel_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel_listening()
+
+    # ---- speaking ----
+
+    def speak(self, on_event: SentenceEvent) -> AnswerSpeech | None:
+        """Start speaking a new answer (any previous one must have been stopped); None when the voice is down."""
+        if self._voices is None or self._sink is None:
+            return None
+        speech = AnswerSpeech(self._voices, self._sink, self._config.chunker, self._sentence_events(on_event),
+                              on_failure=self._playback_failed)
+        self._speech = speech
+        return speech
+
+    async def stop_speaking(self) -> None:
+        """Barge-in: silence the current answer now and drop what it had queued."""
+        speech, self._speech = self._speech, None
+        if speech is not None:
+            dropped = await speech.stop()
+            _LOGGER.info("speech stopped, %.1f s of queued audio dropped", dropped)
+        self._publish()
+
+    def is_speaking(self) -> bool:
+        return self._speech is not None and self._speech.speaking
+
+    def _sentence_events(self, on_event: SentenceEvent) -> SentenceEvent:
+        def relay(sentence: Sentence) -> None:
+            on_event(sentence)
+            self._publish()
+        return relay
+
+    def _playback_failed(self, exc: Exception) -> None:
+        if isinstance(exc, AudioDeviceError):  # The speaker vanished: reopen it with back-off.
+            self._output_failed.set()
+
+    # ---- supervision ----
+
+    async def _supervise(self, half: str, run: Callable[[], Awaitable[None]]) -> None:
+        delay = self._config.retry_initial
+        last_problem = ""
+        while True:
+            try:
+                await run()
+                delay = self._config.retry_initial
+            except _FAILURES as exc:
+                problem = f"{half}: {exc}"
+                if problem != last_problem:  # Logged once per distinct problem, not once per retry.
+                    _LOGGER.warning("voice %s unavailable (retrying with back-off): %s", half, exc)
+                    last_problem = problem
+                self._set_problem(half, f"{_PART[half]}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._config.retry_max)
+
+    async def _run_input(self) -> None:
+        if self._config.speech_model is None:
+            raise RecognizerError("no speech recognition model is configured (setting speech_model)")
+        # The device first: failing to open it is cheap, loading the model is not (and is done once).
+        source = self._open_source(self._config.input, self._config.listener.recognizer.sample_rate)
+        try:
+            await source.start()
+            if self._model is None:
+                rc = self._config.listener.recognizer
+                self._model = await SpeechModel.load(self._config.speech_model, max_active=rc.max_active,
+                                                     beam=rc.beam, lattice_beam=rc.lattice_beam)
+            model = self._model
+            self._listener = Listener(model, self._config.listener, _ListenerRelay(self), self.is_speaking)
+            self._set_problem("input", None)
+            await self._listener.run(source)
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+            self._listener = None
+            await source.close()
+
+    async def _run_output(self) -> None:
+        if self._config.voice is None:
+            raise SynthesizerError("no voice is configured (setting voice)")
+        if self._loaded_voices is None:
+            self._loaded_voices = await self._load_voices()  # Once: the voices do not change, devices do.
+        voices = self._loaded_voices
+        sink = self._open_sink(self._config.output, self._config.output_rate or voices.default.sample_rate)
+        try:
+            await sink.start()
+            self._voices, self._sink = voices, sink
+            self._output_failed.clear()
+            self._set_problem("output", None)
+            await self._output_failed.wait()
+            raise AudioDeviceError(f"the speaker failed while playing: {self._speech_error()}")
+        finally:
+            await self.stop_speaking()
+            self._voices, self._sink = None, None
+            await sink.close()
+
+    async def _load_voices(self) -> Voices:
+        assert self._config.voice is not None
+        default = await Synthesizer.load(VoiceConfig(self._config.voice, threads=self._config.tts_threads))
+        zh = None
+        if self._config.voice_zh is not None:
+            zh = await Synthesizer.load(VoiceConfig(self._config.voice_zh, threads=self._config.tts_threads))
+        return Voices(default, zh)
+
+    def _speech_error(self) -> str:
+        return (self._speech.error if self._speech is not None else None) or "unknown error"
+
+    def _set_problem(self, half: str, problem: str | None) -> None:
+        if half == "input":
+            self._input_problem = problem
+        else:
+            self._output_problem = problem
+        self._publish()
+
+    def _publish(self) -> None:
+        problems = [p for p in (self._input_problem, self._output_problem) if p]
+        state = VoiceState(available=not problems,
+                           listening=self._listener is not None and self._listener.listening,
+                           speaking=self.is_speaking(), detail="; ".join(problems) or None)
+        if state != self._state:
+            self._state = state
+            self._events.state_changed(state)
+
+
+class _ListenerRelay:
+    """Listener events, passed on to the service's owner with the state kept current."""
+
+    def __init__(self, service: VoiceService) -> None:
+        self._service = service
+
+    def listening_changed(self, listening: bool) -> None:
+        self._service._publish()
+
+    def transcript(self, transcript: Transcript) -> None:
+        self._service._events.transcript(transcript)
+
+    def wake(self) -> None:
+        self._service._events.wake()

@@ -1,0 +1,124 @@
+"""One kiosk screen's side of the voice path: its speech on/off switch, the answer it is having read aloud,
+and the voice frames it is sent. Kept apart from the chat protocol so `chat_ws` stays about chat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from daemon.frames import ServerFrame, SpeakingFrame, TranscriptFrame, VoiceFrame
+from daemon.voice_link import VoiceLink
+
+if TYPE_CHECKING:
+    from audio.speaker import AnswerSpeech, Sentence
+
+_LOGGER = logging.getLogger(__name__)
+_REMOTE = "the microphone and speaker serve only the kiosk's own screen"
+_SENTENCE_STATES = ("queued", "started", "finished", "stopped")
+
+
+class ScreenVoice:
+    def __init__(self, link: VoiceLink | None, local: bool, send: Callable[[ServerFrame], Awaitable[None]],
+                 on_wake: Callable[[], Awaitable[None]]) -> None:
+        self._link = link if local else None
+        self._local = local
+        self._send = send
+        self._on_wake = on_wake
+        self.speech = True
+        self._answer: AnswerSpeech | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        if self._link is not None:
+            self._link.attach(self)
+
+    def state(self) -> VoiceFrame:
+        if self._link is None:
+            detail = _REMOTE if not self._local else "voice is switched off (setting voice)"
+            return VoiceFrame(available=False, speech=self.speech, detail=detail)
+        status = self._link.status
+        return VoiceFrame(available=status.available, listening=status.listening, speaking=status.speaking,
+                          speech=self.speech, detail=status.detail)
+
+    # ---- frames from the page ----
+
+    async def on_listen(self, on: bool) -> str | None:
+        """The microphone button; the reason listening cannot start, or None."""
+        if self._link is None:
+            return self.state().detail
+        if not on:
+            await self._link.stop_listening()
+            return None
+        await self.barge_in()  # Pressing the microphone while the kiosk talks silences it.
+        return self._link.listen(self)
+
+    async def on_speech(self, on: bool) -> None:
+        self.speech = on
+        if not on:
+            await self.barge_in()
+        await self._send(self.state())
+
+    # ---- the answer being written ----
+
+    async def start_answer(self) -> None:
+        await self.barge_in()
+        if self._link is not None and self.speech:
+            self._answer = await self._link.speak(self, self._sentence)
+
+    def piece(self, text: str) -> None:
+        if self._answer is not None:
+            self._answer.feed(text)
+
+    async def end_answer(self, complete: bool) -> None:
+        """The answer is over: speak the rest if it completed, otherwise stop speaking."""
+        if self._answer is not None and complete:
+            self._answer.finish()
+        elif self._answer is not None:
+            await self.barge_in()
+
+    async def barge_in(self) -> None:
+        """Stop, new question, microphone: the answer being read aloud stops now and its queue is dropped."""
+        self._answer = None
+        if self._link is not None:
+            await self._link.stop_speaking(self)
+
+    async def close(self) -> None:
+        if self._link is not None:
+            self._link.detach(self)
+            await self.barge_in()
+        for task in self._pending:
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
+    # ---- VoiceScreen: events from the voice link (synchronous, on the loop) ----
+
+    def voice_changed(self) -> None:
+        self._post(self.state())
+
+    def heard(self, text: str, final: bool) -> None:
+        self._post(TranscriptFrame(text, final))
+
+    def wake(self) -> None:
+        self._spawn(self._on_wake())
+
+    def _sentence(self, sentence: Sentence) -> None:
+        if sentence.state in _SENTENCE_STATES:
+            self._post(SpeakingFrame(sentence.state, sentence.text, _ms(sentence.synth_ms), _ms(sentence.audio_ms)))
+
+    def _post(self, frame: ServerFrame) -> None:
+        self._spawn(self._send(frame))
+
+    def _spawn(self, job: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await job
+            except (ConnectionError, RuntimeError) as exc:  # The page went away mid-send.
+                _LOGGER.debug("voice frame not delivered: %s", exc)
+
+        task = asyncio.create_task(run(), name="screen-voice")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
