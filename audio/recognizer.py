@@ -11,8 +11,9 @@ Decisions:
 - Noise that the energy gate took for speech but that gives no words does not end the utterance: listening goes
   on, and `no_speech_timeout_s` still counts from the first audio.
 - After its final, a recognizer ignores audio (the rest of that chunk included) until `reset()`.
-- `SpeechModel.load(..., dither=0.0)` makes recognition deterministic: Kaldi's default dither (1.0) adds random
-  noise to every frame, so the same audio could give different words from run to run. Tests load models that way.
+- `SpeechModel.load(..., dither=0.0, keep_recognizers=0)` makes recognition reproducible: Kaldi's default dither
+  (1.0) adds random noise to every frame, and reused Vosk recognizers prune ties in their own order, so the same
+  audio could otherwise give different words. Tests load models that way; devices keep the defaults.
 - Decoder settings are applied by loading the model through a temporary directory that links the model's files
   and holds an edited copy of its conf/ (vosk 0.3.45 has no API for them); Vosk reads everything while loading,
   so the directory is removed right after.
@@ -25,6 +26,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,10 +68,11 @@ class RecognizerConfig:
     max_utterance_s: float = 15.0  # force the end of an utterance this long after speech started
     no_speech_timeout_s: float = 8.0  # push-to-talk with nobody speaking: give up (final with empty text)
     # Kaldi decoder settings that trade accuracy for speed on slow boards; None keeps the model's conf/model.conf.
+    # They belong to the model: pass them to SpeechModel.load (the recognizers only carry them for that).
     max_active: int | None = None
     beam: float | None = None
     lattice_beam: float | None = None
-    # The gate is max(this, noise floor + 10 dB): it only ever rises above this, in a noisy room.
+    # The gate is max(this, noise floor + 10 dB): it only rises above this in a noisy room (audio.endpointing).
     speech_threshold_dbfs: float = -45.0
 
 
@@ -83,11 +86,36 @@ class Transcript:
 
 
 class SpeechModel:
-    """A loaded Vosk model (seconds to load, hundreds of MB): load once, share between recognizers."""
+    """A loaded Vosk model (seconds to load, hundreds of MB): load once, share between recognizers.
 
-    def __init__(self, model: Any, model_dir: Path) -> None:
+    It also keeps up to `keep_recognizers` finished Vosk recognizers for `UtteranceRecognizer` to reuse. A Vosk
+    recognizer composes its decoding graph lazily and keeps what it built: measured here, a question on a new one
+    costs 1.5 s of CPU for 2.3 s of speech (one 30 ms block takes 0.7-1 s), on a reused one 0.1-0.8 s. A reused
+    one starts each utterance with fresh features, but the graph it built changes the order in which equally good
+    paths are pruned, so borderline audio (synthetic speech, here) can come out differently; with
+    keep_recognizers=0 the same audio always gives the same words (tests use that, with dither=0)."""
+
+    def __init__(self, model: Any, model_dir: Path, *, keep_recognizers: int = 2) -> None:
         self.vosk_model = model
         self.model_dir = model_dir
+        self.keep_recognizers = keep_recognizers
+        self._idle: dict[int, list[Any]] = {}
+        self._idle_lock = threading.Lock()  # taken and given back on different recognizers' worker threads
+
+    def take_recognizer(self, sample_rate: int) -> Any:
+        """A free-form Vosk recognizer, kept or new; `give_back` it after its FinalResult()."""
+        with self._idle_lock:
+            idle = self._idle.get(sample_rate)
+            if idle:
+                return idle.pop()
+        return vosk.KaldiRecognizer(self.vosk_model, sample_rate)
+
+    def give_back(self, recognizer: Any, sample_rate: int) -> None:
+        """Keep a finished recognizer for reuse (FinalResult() starts its next utterance with fresh features)."""
+        with self._idle_lock:
+            idle = self._idle.setdefault(sample_rate, [])
+            if len(idle) < self.keep_recognizers:
+                idle.append(recognizer)
 
     @classmethod
     async def load(
@@ -98,10 +126,18 @@ class SpeechModel:
         beam: float | None = None,
         lattice_beam: float | None = None,
         dither: float | None = None,
+        keep_recognizers: int = 2,
     ) -> SpeechModel:
         """Load on a thread. Raises RecognizerError if the directory is missing or not a Vosk model."""
         return await asyncio.to_thread(
-            cls.load_sync, model_dir, max_active=max_active, beam=beam, lattice_beam=lattice_beam, dither=dither
+            lambda: cls.load_sync(
+                model_dir,
+                max_active=max_active,
+                beam=beam,
+                lattice_beam=lattice_beam,
+                dither=dither,
+                keep_recognizers=keep_recognizers,
+            )
         )
 
     @classmethod
@@ -113,6 +149,7 @@ class SpeechModel:
         beam: float | None = None,
         lattice_beam: float | None = None,
         dither: float | None = None,
+        keep_recognizers: int = 2,
     ) -> SpeechModel:
         model_dir = Path(model_dir)
         _check_model_dir(model_dir)
@@ -120,11 +157,11 @@ class SpeechModel:
         mfcc = {} if dither is None else {"--dither": _positive("dither", dither, allow_zero=True)}
         vosk.SetLogLevel(-1)  # Kaldi's LOG lines (dozens per load) off; its warnings and errors stay
         if not decoder and not mfcc:
-            return cls(_vosk_model(model_dir, model_dir), model_dir)
+            return cls(_vosk_model(model_dir, model_dir), model_dir, keep_recognizers=keep_recognizers)
         staging = Path(tempfile.mkdtemp(prefix="kioskd-vosk-"))
         try:
             _stage_model(model_dir, staging, decoder, mfcc)
-            return cls(_vosk_model(staging, model_dir), model_dir)
+            return cls(_vosk_model(staging, model_dir), model_dir, keep_recognizers=keep_recognizers)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -205,6 +242,7 @@ class _VoskWorker:
     def __init__(self, executor: Executor | None) -> None:
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vosk")
+        self._closed = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -214,8 +252,9 @@ class _VoskWorker:
 
     def close(self) -> None:
         """Stop the worker thread once queued work is done (only if this recognizer created it)."""
-        if self._owns_executor:
+        if self._owns_executor and not self._closed:
             self._executor.shutdown(wait=False)
+        self._closed = True
 
 
 class UtteranceRecognizer(_VoskWorker):
@@ -226,7 +265,7 @@ class UtteranceRecognizer(_VoskWorker):
         self._model = model
         self._config = config
         self._bytes_per_s = config.sample_rate * SAMPLE_WIDTH
-        self._rec: Any = None  # created on the worker: it takes tens of milliseconds
+        self._rec: Any = None  # taken from the model on the worker (a new one takes tens of milliseconds)
         self._reset_sync(noise_floor=None)
 
     async def feed(self, chunk: AudioChunk) -> list[Transcript]:
@@ -240,6 +279,17 @@ class UtteranceRecognizer(_VoskWorker):
     def reset(self) -> None:
         """Ready for the next utterance; queued behind any feed in flight. The noise floor estimate is kept."""
         self._queue(lambda: self._reset_sync(self._endpointer.noise_floor_dbfs))
+
+    def close(self) -> None:
+        """Give the Vosk recognizer back to the model and stop the worker (if this recognizer created it)."""
+        if not self._closed:
+            self._queue(self._close_sync)
+        super().close()
+
+    def _close_sync(self) -> None:
+        if self._rec is not None and self._final is None:
+            self._rec.FinalResult()  # an utterance cut short: finish it so that the next one starts afresh
+        self._release()
 
     def _reset_sync(self, noise_floor: float | None) -> None:
         config = self._config
@@ -255,12 +305,18 @@ class UtteranceRecognizer(_VoskWorker):
         self._text = ""  # the text as last reported
         self._final: Transcript | None = None
         if self._rec is not None:
-            self._rec.Reset()
+            self._rec.FinalResult()  # rather than Reset(), which would keep the features of the old utterance
 
     def _recognizer(self) -> Any:
         if self._rec is None:
-            self._rec = vosk.KaldiRecognizer(self._model.vosk_model, self._config.sample_rate)
+            self._rec = self._model.take_recognizer(self._config.sample_rate)
         return self._rec
+
+    def _release(self) -> None:
+        """After FinalResult(): the Vosk recognizer goes back to the model for the next question."""
+        if self._rec is not None:
+            self._model.give_back(self._rec, self._config.sample_rate)
+            self._rec = None
 
     def _feed_sync(self, chunk: AudioChunk, arrived: float) -> list[Transcript]:
         if self._final is not None:
@@ -308,6 +364,7 @@ class UtteranceRecognizer(_VoskWorker):
             self._endpointer.restart()
             return None
         self._final = Transcript(text, final=True, ended_at=ended_at, reason=reason, audio_end_s=audio_end_s)
+        self._release()
         return self._final
 
     def _finish_now(self, reason: str, now: float) -> Transcript:
@@ -371,7 +428,12 @@ class WakeWordSpotter(_VoskWorker):
 
     def reset(self) -> None:
         """Forget what was heard so far (queued behind any feed in flight)."""
-        self._queue(lambda: self._rec is not None and self._rec.Reset())
+        self._queue(self._reset_sync)
+
+    def _reset_sync(self) -> None:
+        self._endpointer.restart()
+        if self._rec is not None:
+            self._rec.FinalResult()  # rather than Reset(), which would keep the features heard so far
 
     def _feed_sync(self, chunk: AudioChunk) -> bool:
         if self._rec is None:

@@ -1,4 +1,4 @@
-"""The `kioskd` command: `serve` runs the daemon, `pull` fetches a model from the catalogue."""
+"""The `kioskd` command: `serve` runs the daemon, `pull` fetches a model, `doctor` checks the set-up."""
 
 from __future__ import annotations
 
@@ -33,11 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("name", nargs="?", default=None, help="catalogue name (default: MODEL_NAME)")
     pull.add_argument("--list", action="store_true", help="list the catalogue and exit")
     add_arguments(pull)
+    doctor = commands.add_parser("doctor", help="check the settings, model, hardware, state, port and voice set-up")
+    doctor.add_argument("--json", action="store_true", help="print the checks as a JSON list")
+    add_arguments(doctor)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        from daemon.doctor import run_doctor
+
+        return run_doctor(args)  # It loads the settings itself: an invalid setting is one of its findings.
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:

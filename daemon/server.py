@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 
 from aiohttp import web
 
@@ -13,19 +12,12 @@ from daemon.app import create_app
 from daemon.appkeys import LISTENING
 from daemon.engine import LlamaEngine, ModelLoadError
 from daemon.history import HistoryError
+from daemon.models.pull import resolve_model_path
 from daemon.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_MODEL, EXIT_LISTEN, EXIT_HISTORY = 0, 1, 2, 3
-
-
-def resolve_model_path(settings: Settings) -> Path:
-    if settings.model is not None:
-        return settings.model
-    from daemon.models.pull import model_path
-
-    return model_path(settings.model_name, settings.models_path)
 
 
 async def serve(settings: Settings) -> int:

@@ -137,7 +137,7 @@ class Settings:
     wake_phrase: str = field(default="", metadata=_opt(
         "Hands-free mode: the phrase that starts listening, in the speech model's vocabulary (empty: push-to-talk "
         "only)."))
-    listen_silence: float = field(default=0.8, metadata=_opt(
+    listen_silence: float = field(default=0.5, metadata=_opt(
         "Seconds of trailing silence that end a spoken question.", lo=0.1, hi=10.0))
     listen_max: float = field(default=15.0, metadata=_opt(
         "Longest spoken question in seconds.", lo=1.0, hi=300.0))

@@ -34,6 +34,8 @@ missing_system_packages() {
     [ -e /usr/lib/x86_64-linux-gnu/libportaudio.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libportaudio.so.2 ] \
         || ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || missing+=(libportaudio2)
     if [ "$profile" = test ]; then
+        # The unit-file tests use systemd-analyze and systemd-sysusers (no systemd needs to run).
+        command -v systemd-analyze >/dev/null || missing+=(systemd)
         # The voice tests speak with espeak-ng (Korean, for the PyPI Vosk model) and convert with sox.
         command -v espeak-ng >/dev/null || missing+=(espeak-ng)
         command -v sox >/dev/null || missing+=(sox)

