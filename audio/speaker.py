@@ -84,12 +84,14 @@ class AnswerSpeech:
     """One answer being spoken. `feed()` and `finish()` are cheap and never wait; `stop()` is barge-in."""
 
     def __init__(self, voices: Voices, sink: SpeechSink, chunker: ChunkerConfig, on_event: SentenceEvent,
-                 on_failure: Callable[[Exception], None] | None = None) -> None:
+                 on_failure: Callable[[Exception], None] | None = None,
+                 on_first_synthesis: Callable[[bool], None] | None = None) -> None:
         self._voices = voices
         self._sink = sink
         self._chunker = SentenceChunker(chunker)
         self._on_event = on_event
         self._on_failure = on_failure
+        self._on_first_synthesis = on_first_synthesis
         self._texts: asyncio.Queue[str | None] = asyncio.Queue()
         self._audio: asyncio.Queue[tuple[str, AudioChunk, float] | None] = asyncio.Queue(maxsize=_AHEAD)
         self._playing: str | None = None
@@ -146,15 +148,28 @@ class AnswerSpeech:
 
     async def _synthesize_all(self) -> None:
         try:
+            first = True
             while (text := await self._texts.get()) is not None:
                 began = time.perf_counter()
-                audio = await self._voices.for_text(text).synthesize(text)
+                audio = await self._synthesize(text, first)
+                first = False
                 if audio.frames:
                     await self._audio.put((text, audio, (time.perf_counter() - began) * 1000))
         except Exception as exc:  # The text on screen goes on; only the voice gives up on this answer.
             _LOGGER.error("speech synthesis failed, the rest of this answer is not spoken: %s", exc)
             self.error = str(exc)
         await self._audio.put(None)
+
+    async def _synthesize(self, text: str, first: bool) -> AudioChunk:
+        """The first sentence is the one the visitor waits for: the owner may give it the CPU meanwhile."""
+        hook = self._on_first_synthesis if first else None
+        if hook is not None:
+            hook(True)
+        try:
+            return await self._voices.for_text(text).synthesize(text)
+        finally:
+            if hook is not None:
+                hook(False)
 
     async def _play_all(self) -> None:
         try:

@@ -114,12 +114,13 @@ class VoiceService:
 
     # ---- speaking ----
 
-    def speak(self, on_event: SentenceEvent) -> AnswerSpeech | None:
+    def speak(self, on_event: SentenceEvent,
+              on_first_synthesis: Callable[[bool], None] | None = None) -> AnswerSpeech | None:
         """Start speaking a new answer (any previous one must have been stopped); None when the voice is down."""
         if self._voices is None or self._sink is None:
             return None
         speech = AnswerSpeech(self._voices, self._sink, self._config.chunker, self._sentence_events(on_event),
-                              on_failure=self._playback_failed)
+                              on_failure=self._playback_failed, on_first_synthesis=on_first_synthesis)
         self._speech = speech
         return speech
 

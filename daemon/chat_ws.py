@@ -65,7 +65,8 @@ class ChatConnection:
         self._session: str | None = None
         self._last_activity = asyncio.get_running_loop().time()
         self._idle_watch: asyncio.Task[None] | None = None
-        self.voice = ScreenVoice(app.get(VOICE), local, self.send, self._wake)
+        self.voice = ScreenVoice(app.get(VOICE), local, self.send, self._wake,
+                                 getattr(app[ENGINE], "yield_cpu", None))
 
     def hello(self) -> HelloFrame:
         settings, engine = self._app[SETTINGS], self._app[ENGINE]

@@ -57,4 +57,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_pull(settings, args.name, list_only=args.list)
     from daemon.server import serve
 
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, reload_settings=lambda: settings_from_args(args)))

@@ -81,6 +81,13 @@ class Conversations:
             await self._history.run(lambda s: s.add_turn(session, "assistant", finished.text, status))
         except NoSuchSession:  # Deleted (DELETE /api/sessions/{id}) while the answer was being written.
             _LOGGER.info("session %s was deleted while answering; its answer is not stored", session)
+        t = finished.timings
+        _LOGGER.info("answered in session %s: %s, %d tokens, first token after %.0f ms, %.1f tokens/s", session,
+                     finished.reason, finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s,
+                     extra={"SESSION_ID": session, "REQUEST_ID": request.request_id, "FINISH_REASON": finished.reason,
+                            "TTFT_MS": round(t.ttft_ms, 1), "QUEUE_MS": round(t.queue_ms, 1),
+                            "TOKENS_PER_S": round(t.tokens_per_s, 1),
+                            "COMPLETION_TOKENS": finished.usage.completion_tokens})
         return finished
 
     async def _settle(self, session: str, seq: int, generation: Generation | None, *, cancelled: bool) -> None:

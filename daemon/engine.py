@@ -149,6 +149,20 @@ class LlamaEngine:
         self._generations: weakref.WeakSet[Generation] = weakref.WeakSet()
         self._render: Callable[[Sequence[ChatMessage]], str] | None = None
         self._contexts = ContextCache(settings.context_cache)
+        self._last_progress = time.monotonic()  # written by the model thread, read by the watchdog
+        self._yield_until = 0.0  # written by the loop, read by the model thread (a float: atomic enough)
+
+    def yield_cpu(self, seconds: float) -> None:
+        """Speech first: pause the model between tokens for up to `seconds` so the first sentence's voice gets
+        the cores (on a 2-core board llama.cpp and Piper otherwise slow each other down); 0 resumes at once."""
+        self._yield_until = time.monotonic() + seconds
+
+    def mark_progress(self) -> None:
+        self._last_progress = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds the answer being written has made no progress (0 when the model is idle)."""
+        return time.monotonic() - self._last_progress if self._gate.busy else 0.0
 
     @property
     def ready(self) -> bool:
@@ -185,6 +199,7 @@ class LlamaEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model {self._model_path}: {exc}") from None
         self._render = make_renderer(llm, CHATML_TEMPLATE)
+        llm.on_progress = self.mark_progress
         self._llm = llm
 
     def generate(self, request: GenerationRequest) -> Generation:
@@ -211,12 +226,19 @@ class LlamaEngine:
             self._llm.close()
             self._llm = None
 
+    def _pause_if_asked(self, cancel: threading.Event) -> None:
+        while (pause := self._yield_until - time.monotonic()) > 0 and not cancel.is_set():
+            time.sleep(min(pause, 0.01))
+
     def _run(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
              queue_ms: float) -> Finished:
         from daemon.llama_adapter import Decoder
 
         llm, s = self._llm, request.sampling
         started = time.perf_counter()
+        self.mark_progress()
+        if self._settings.fault_engine_hang:  # Fault injection: a model thread stuck in native code.
+            time.sleep(self._settings.fault_engine_hang)
         self._contexts.switch(llm, request.conversation)
         budget = min(s.max_tokens, self._settings.max_tokens)
         assert self._render is not None
@@ -226,10 +248,12 @@ class LlamaEngine:
         pieces: list[str] = []
         for raw in decoder:
             text = stopper.feed(assembler.feed(raw))
+            self.mark_progress()
             if text:
                 decoder.mark_text()
                 pieces.append(text)
                 emit(text)
+                self._pause_if_asked(cancel)
             if stopper.stopped:
                 break
         tail = stopper.feed(assembler.flush()) + stopper.flush()

@@ -20,10 +20,16 @@ class CountingLlama(Llama):
     """A Llama that counts the tokens it really evaluates, so cache reuse can be reported exactly."""
 
     evaluated = 0
+    on_progress: Callable[[], None] | None = None
+    """Called before and after every evaluation, so a watchdog can tell a long prompt from a hang."""
 
     def eval(self, tokens: Sequence[int]) -> None:
         self.evaluated += len(tokens)
+        if self.on_progress is not None:
+            self.on_progress()
         super().eval(tokens)
+        if self.on_progress is not None:
+            self.on_progress()
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         # The chat template already writes the special tokens (BOS included where the model wants it).

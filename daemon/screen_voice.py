@@ -17,15 +17,17 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 _REMOTE = "the microphone and speaker serve only the kiosk's own screen"
 _SENTENCE_STATES = ("queued", "started", "finished", "stopped")
+_FIRST_VOICE_S = 1.0  # the longest the model pauses for the first sentence's voice
 
 
 class ScreenVoice:
     def __init__(self, link: VoiceLink | None, local: bool, send: Callable[[ServerFrame], Awaitable[None]],
-                 on_wake: Callable[[], Awaitable[None]]) -> None:
+                 on_wake: Callable[[], Awaitable[None]], yield_model: Callable[[float], None] | None = None) -> None:
         self._link = link if local else None
         self._local = local
         self._send = send
         self._on_wake = on_wake
+        self._yield_model = yield_model
         self.speech = True
         self._answer: AnswerSpeech | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -63,7 +65,7 @@ class ScreenVoice:
     async def start_answer(self) -> None:
         await self.barge_in()
         if self._link is not None and self.speech:
-            self._answer = await self._link.speak(self, self._sentence)
+            self._answer = await self._link.speak(self, self._sentence, self._first_synthesis)
 
     def piece(self, text: str) -> None:
         if self._answer is not None:
@@ -100,6 +102,12 @@ class ScreenVoice:
 
     def wake(self) -> None:
         self._spawn(self._on_wake())
+
+    def _first_synthesis(self, busy: bool) -> None:
+        # Speech first: while the first sentence is being voiced the model waits (at most _FIRST_VOICE_S),
+        # because on a small board the two share the cores and the visitor is waiting to hear something.
+        if self._yield_model is not None:
+            self._yield_model(_FIRST_VOICE_S if busy else 0.0)
 
     def _sentence(self, sentence: Sentence) -> None:
         if sentence.state in _SENTENCE_STATES:

@@ -151,15 +151,22 @@ class Settings:
         "Vosk decoder beam (0: the model's own; lower is faster and less accurate).", lo=0.0, hi=100.0))
     vosk_lattice_beam: float = field(default=0.0, metadata=_opt(
         "Vosk decoder lattice-beam (0: the model's own).", lo=0.0, hi=100.0))
-    speak_clause_chars: int = field(default=24, metadata=_opt(
+    speak_clause_chars: int = field(default=16, metadata=_opt(
         "Speech may start on a clause (comma, 、，) of at least this many characters before the first sentence "
-        "is complete (0: whole sentences only).", lo=0, hi=1000))
+        "is complete, or on a first phrase this long ending before 'and', 'near', 'because'... (0: whole "
+        "sentences only).", lo=0, hi=1000))
     half_duplex: bool = field(default=True, metadata=_opt(
         "While speaking, listen only for the wake phrase (no echo cancellation: the kiosk would hear itself)."))
     max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
         "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
     log_level: str = field(default="info", metadata=_opt(
         "Log level.", choices=("debug", "info", "warning", "error")))
+    watchdog_stall: float = field(default=180.0, metadata=_opt(
+        "Under a systemd watchdog: stop the pings (so systemd restarts the daemon) when an answer has made no "
+        "progress for this many seconds.", lo=1.0, hi=86400.0))
+    fault_engine_hang: float = field(default=0.0, metadata=_opt(
+        "Fault injection for tests: the model thread hangs this many seconds at the start of every answer.",
+        lo=0.0, hi=86400.0))
     fault_load_delay: float = field(default=0.0, metadata=_opt(
         "Fault injection for tests: seconds to wait before loading the model.", lo=0.0, hi=3600.0))
 

