@@ -151,6 +151,7 @@ class LlamaEngine:
         self._contexts = ContextCache(settings.context_cache)
         self._last_progress = time.monotonic()  # written by the model thread, read by the watchdog
         self._yield_until = 0.0  # written by the loop, read by the model thread (a float: atomic enough)
+        self._working = False  # the model thread is inside a generation (even one its client gave up on)
 
     def yield_cpu(self, seconds: float) -> None:
         """Speech first: pause the model between tokens for up to `seconds` so the first sentence's voice gets
@@ -162,7 +163,7 @@ class LlamaEngine:
 
     def stalled_for(self) -> float:
         """Seconds the answer being written has made no progress (0 when the model is idle)."""
-        return time.monotonic() - self._last_progress if self._gate.busy else 0.0
+        return time.monotonic() - self._last_progress if self._working else 0.0
 
     @property
     def ready(self) -> bool:
@@ -207,7 +208,11 @@ class LlamaEngine:
             raise ModelNotReady("the model is still loading")
 
         def run(cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
-            return self._run(request, cancel, emit, queue_ms)
+            self._working = True
+            try:
+                return self._run(request, cancel, emit, queue_ms)
+            finally:
+                self._working = False
 
         generation = Generation(self._gate, run, self._executor)
         self._generations.add(generation)

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Daemon, start_daemon
+from tests.conftest import start_daemon
 
 
 @dataclass
@@ -89,28 +89,27 @@ def test_a_hung_engine_stops_the_watchdog_pings(notify_socket: NotifySocket, tes
                                                 tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path, "--model", str(test_model), "--fault-engine-hang", "30",
                           "--watchdog-stall", "1", env=under_systemd(notify_socket, watchdog_s=0.4))
+
+    async def ask_and_watch() -> list[float]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(daemon.url + "/ws") as ws:
+            await ws.send_str(json.dumps({"type": "chat", "text": "Hello there", "session": None}))
+            frame: dict[str, object] = {}
+            while frame.get("type") != "session":
+                frame = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+            # The model thread is now stuck; the page keeps waiting for its answer.
+            await asyncio.to_thread(notify_socket.read, time.monotonic() + 1.5)
+            hung_at = time.monotonic()
+            await asyncio.to_thread(notify_socket.read, time.monotonic() + 2.0)
+            return [at for at, message in notify_socket.messages if message == "WATCHDOG=1" and at > hung_at]
+
     try:
         notify_socket.wait_for("READY=1")
-        asking = asyncio.run(_start_question(daemon))
-        assert asking
-        notify_socket.read(time.monotonic() + 1.0)
-        hung_at = time.monotonic()
-        notify_socket.read(time.monotonic() + 2.0)
-        late = [at for at, message in notify_socket.messages if message == "WATCHDOG=1" and at > hung_at]
+        late = asyncio.run(ask_and_watch())
         assert late == [], "the watchdog kept pinging while the engine was stuck"
         assert any(line.startswith("STATUS=stuck") for line in notify_socket.lines())
         assert daemon.get("/healthz")[0] == 200  # The event loop itself is fine: only the engine is stuck.
     finally:
         daemon.stop(signal.SIGKILL)
-
-
-async def _start_question(daemon: Daemon) -> bool:
-    async with aiohttp.ClientSession() as http, http.ws_connect(daemon.url + "/ws") as ws:
-        await ws.send_str(json.dumps({"type": "chat", "text": "Hello there", "session": None}))
-        frame: dict[str, object] = {}
-        while frame.get("type") != "session":
-            frame = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
-        return True
 
 
 def test_sigterm_mid_answer_stores_it_and_exits_0(notify_socket: NotifySocket, test_model: Path,

@@ -25,8 +25,10 @@ MAX_WORD_LOOKBACK = 32
 # Before the first sentence is out, a long enough first phrase may also end before one of these words: the
 # visitor hears "The bus stop is on Main Street" a sentence sooner, and a break before a conjunction or a
 # preposition is where a speaker would breathe anyway. ("of" and "to" are left out: breaks there sound wrong.)
-PHRASE_BREAK_WORDS = frozenset(
-    "and but or so because which where when while if near at in on with from after before until by".split())
+PHRASE_BREAK_WORDS = frozenset((
+    "and", "but", "or", "so", "because", "which", "where", "when", "while", "if",
+    "near", "at", "in", "on", "with", "from", "after", "before", "until", "by",
+))
 
 CandidateKind = Literal["cjk", "dot", "strong", "ellipsis", "clause"]
 
