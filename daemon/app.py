@@ -14,13 +14,13 @@ from daemon.engine import ChatEngine
 from daemon.history import History
 from daemon.middlewares import json_errors
 from daemon.retention import purge_periodically
-from daemon.settings import Settings
+from daemon.settings import LiveSettings, Settings
 from daemon.voice_link import VoiceLink
 
 
 def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_message_bytes)
-    app[SETTINGS] = settings
+    app[SETTINGS] = LiveSettings(settings)
     app[ENGINE] = engine
     app[LISTENING] = asyncio.Event()
     app[SOCKETS] = OpenSockets()
@@ -42,10 +42,10 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
 async def _history(app: web.Application) -> AsyncIterator[None]:
     """Open the history before the socket listens (a broken database stops start-up), purge old sessions
     while serving, and close the store last."""
-    settings = app[SETTINGS]
+    settings = app[SETTINGS].current
     history = await History.open(settings.history_file)
     app[HISTORY] = history
-    app[CONVERSATIONS] = Conversations(settings, app[ENGINE], history)
+    app[CONVERSATIONS] = Conversations(app[SETTINGS], app[ENGINE], history)
     purger = asyncio.create_task(purge_periodically(history, settings.retention_days), name="history-purge")
     try:
         yield
@@ -57,7 +57,7 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
 
 async def _voice(app: web.Application) -> AsyncIterator[None]:
     """The voice path starts in the background (models load in threads) and never delays text chat."""
-    link = VoiceLink(app[SETTINGS])
+    link = VoiceLink(app[SETTINGS].current)
     app[VOICE] = link
     await link.start()
     try:

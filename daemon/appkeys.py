@@ -9,10 +9,10 @@ from aiohttp import web
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
-from daemon.settings import Settings
+from daemon.settings import LiveSettings
 from daemon.voice_link import VoiceLink
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", LiveSettings)
 ENGINE = web.AppKey("engine", ChatEngine)
 CONVERSATIONS = web.AppKey("conversations", Conversations)
 HISTORY = web.AppKey("history", History)

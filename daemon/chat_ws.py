@@ -35,7 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 
 async def websocket_chat(request: web.Request) -> web.WebSocketResponse:
     app = request.app
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=app[SETTINGS].max_message_bytes)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=app[SETTINGS].current.max_message_bytes)
     await ws.prepare(request)
     app[SOCKETS].add(ws)
     chat = ChatConnection(ws, app, local=is_local(request.remote))
@@ -69,7 +69,7 @@ class ChatConnection:
                                  getattr(app[ENGINE], "yield_cpu", None))
 
     def hello(self) -> HelloFrame:
-        settings, engine = self._app[SETTINGS], self._app[ENGINE]
+        settings, engine = self._app[SETTINGS].current, self._app[ENGINE]
         return HelloFrame(model=engine.model_id, ready=engine.ready, idle_reset=settings.idle_reset,
                           max_question_chars=settings.max_question_chars, suggestions=list(settings.suggestions),
                           voice=self.voice_state())
@@ -84,12 +84,12 @@ class ChatConnection:
             await self.send(ErrorFrame("voice_unavailable", reason))
 
     def start_idle_watch(self) -> None:
-        if self._app[SETTINGS].idle_reset > 0:
+        if self._app[SETTINGS].current.idle_reset > 0:
             self._idle_watch = asyncio.create_task(self._watch_idle(), name="ws-idle-watch")
 
     async def _watch_idle(self) -> None:
         """End the screen's conversation after `idle_reset` seconds with no frames and no answer running."""
-        idle = self._app[SETTINGS].idle_reset
+        idle = self._app[SETTINGS].current.idle_reset
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(max(0.0, self._last_activity + idle - loop.time()))
@@ -109,7 +109,7 @@ class ChatConnection:
     async def on_text(self, raw: str) -> None:
         self._last_activity = asyncio.get_running_loop().time()
         try:
-            frame = parse_client_frame(raw, self._app[SETTINGS].max_question_chars)
+            frame = parse_client_frame(raw, self._app[SETTINGS].current.max_question_chars)
         except FrameError as exc:
             await self.send(ErrorFrame(exc.code, str(exc)))
             return
@@ -154,7 +154,7 @@ class ChatConnection:
         self._task = asyncio.create_task(self._answer(session, turns, frame.text), name=f"ws-chat-{session}")
 
     async def _answer(self, session: str, turns: list[Turn], text: str) -> None:
-        settings = self._app[SETTINGS]
+        settings = self._app[SETTINGS].current
         try:
             finished = await self._generate(session, turns, text)
         except Busy as exc:

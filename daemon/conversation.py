@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from daemon.engine import ChatEngine, Generation
 from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnStatus
 from daemon.messages import ChatMessage, Finished, GenerationRequest
-from daemon.settings import Settings
+from daemon.settings import LiveSettings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def prompt_messages(system_prompt: str, turns: Sequence[Turn], question: str) ->
 class Conversations:
     """Opens sessions and answers questions in them, keeping the history store in step."""
 
-    def __init__(self, settings: Settings, engine: ChatEngine, history: History) -> None:
-        self._settings = settings
+    def __init__(self, settings: LiveSettings, engine: ChatEngine, history: History) -> None:
+        self._live = settings
         self._engine = engine
         self._history = history
 
@@ -59,8 +59,9 @@ class Conversations:
                      on_start: OnStart) -> Finished:
         """Stream an answer through `on_piece`; `on_start` gets the running generation (None when done)."""
         seq = await self._history.run(lambda s: s.add_turn(session, "user", question))
-        messages = prompt_messages(self._settings.system_prompt, turns, question)
-        request = GenerationRequest(messages, self._settings.sampling(), request_id=session,
+        settings = self._live.current  # read per question: a reload applies to the next one
+        messages = prompt_messages(settings.system_prompt, turns, question)
+        request = GenerationRequest(messages, settings.sampling(), request_id=session,
                                     conversation=session)
         generation: Generation | None = None
         try:

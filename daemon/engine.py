@@ -137,6 +137,10 @@ class Generation:
                 raise
 
 
+# Settings that decide how the model is loaded: changing one on reload loads the model again.
+MODEL_SETTINGS = ("model", "model_name", "models_dir", "n_ctx", "n_batch", "flash_attn", "threads", "threads_batch")
+
+
 class LlamaEngine:
     """Owns the llama_cpp.Llama instance and the thread that drives it."""
 
@@ -189,6 +193,32 @@ class LlamaEngine:
         started = time.perf_counter()
         await loop.run_in_executor(self._executor, self._load)
         _LOGGER.info("model %s loaded in %.2f s", self._model_path, time.perf_counter() - started)
+
+    async def reload(self, settings: Settings, model_path: Path) -> bool:
+        """Apply new settings. When the model file or how it is loaded changed, the new model is loaded on the
+        model thread between answers while the old one keeps its place; the old one is closed only once the new
+        one works (a failure raises ModelLoadError and changes nothing). Returns whether the model was swapped."""
+        swap = model_path != self._model_path or any(
+            getattr(settings, name) != getattr(self._settings, name) for name in MODEL_SETTINGS)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._apply, settings, model_path, swap)
+        return swap
+
+    def _apply(self, settings: Settings, model_path: Path, swap: bool) -> None:
+        old_llm, old_settings, old_path = self._llm, self._settings, self._model_path
+        if swap and not model_path.is_file():
+            raise ModelLoadError(f"model file {model_path} does not exist")
+        self._settings, self._model_path = settings, model_path
+        if swap:
+            try:
+                self._load()
+            except ModelLoadError:
+                self._llm, self._settings, self._model_path = old_llm, old_settings, old_path
+                raise
+            if old_llm is not None:
+                old_llm.close()
+        if swap or settings.context_cache != old_settings.context_cache:
+            self._contexts = ContextCache(settings.context_cache)  # saved states belong to the old model
 
     def _load(self) -> None:
         from daemon.llama_adapter import load_llama, make_renderer

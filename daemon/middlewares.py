@@ -34,7 +34,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except ApiError as exc:
         error = exc
     except EngineError as exc:
-        error, headers = _engine_error(exc, request.app[SETTINGS].retry_after)
+        error, headers = _engine_error(exc, request.app[SETTINGS].current.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

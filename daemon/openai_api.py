@@ -25,7 +25,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS].current
     if request.content_length is not None and request.content_length > settings.max_message_bytes:
         raise ApiError(413, f"the request body exceeds {settings.max_message_bytes} bytes",
                        code="body_too_large")

@@ -2,12 +2,13 @@
 
 systemd hears about every step (daemon/notify.py): STATUS lines while loading, READY=1 only once the model is
 loaded and the socket listens, WATCHDOG=1 while the engine makes progress, RELOADING=1 on SIGHUP and
-STOPPING=1 when the drain starts.
+STOPPING=1 when the drain starts. SIGHUP reloads the settings (see `Reloader`) without closing the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from aiohttp import web
 
 from daemon.app import create_app
-from daemon.appkeys import LISTENING
-from daemon.engine import LlamaEngine, ModelLoadError
+from daemon.appkeys import LISTENING, SETTINGS
+from daemon.engine import MODEL_SETTINGS, LlamaEngine, ModelLoadError
 from daemon.history import HistoryError
+from daemon.models.catalogue import ProvisionError
 from daemon.models.pull import resolve_model_path
 from daemon.notify import Notifier
-from daemon.settings import Settings, SettingsError, describe
+from daemon.settings import LiveSettings, Settings, SettingsError, describe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,20 +52,22 @@ async def serve(settings: Settings, reload_settings: SettingsLoader | None = Non
     app[LISTENING].set()
     _LOGGER.info("listening on http://%s:%s", settings.host, settings.port)
     try:
-        return await _run_until_stopped(settings, engine, notifier, reload_settings)
+        return await _run_until_stopped(app[SETTINGS], engine, notifier, reload_settings)
     finally:
         await runner.cleanup()
         await engine.close()
         _LOGGER.info("stopped")
 
 
-async def _run_until_stopped(settings: Settings, engine: LlamaEngine, notifier: Notifier,
+async def _run_until_stopped(live: LiveSettings, engine: LlamaEngine, notifier: Notifier,
                              reload_settings: SettingsLoader | None) -> int:
+    settings = live.current
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, settings, notifier, reload_settings)
+    reloader = Reloader(live, engine, notifier, reload_settings)
+    loop.add_signal_handler(signal.SIGHUP, reloader.signal)
     try:
         if settings.fault_load_delay:
             await asyncio.sleep(settings.fault_load_delay)
@@ -82,6 +86,7 @@ async def _run_until_stopped(settings: Settings, engine: LlamaEngine, notifier: 
     finally:
         watchdog.cancel()
         await asyncio.gather(watchdog, return_exceptions=True)
+        await reloader.close()
     _LOGGER.info("shutting down")
     notifier.stopping("stopping: the answer being written is stored as interrupted")
     return EXIT_OK
@@ -107,24 +112,63 @@ async def _watchdog(engine: LlamaEngine, notifier: Notifier, stall_limit: float)
         await asyncio.sleep(interval / 2)
 
 
-def _reload(settings: Settings, notifier: Notifier, reload_settings: SettingsLoader | None) -> None:
-    """SIGHUP: read the settings again and say what changed. Settings are applied at start-up, so changes are
-    reported (and take effect at the next restart) rather than applied to a running model."""
-    notifier.reloading()
-    if reload_settings is None:
-        notifier.ready("reloaded: nothing to reload")
-        return
-    try:
-        fresh = reload_settings()
-    except SettingsError as exc:
-        _LOGGER.error("reload: the new settings are invalid, keeping the running ones: %s", exc)
-        notifier.ready(f"running; reload failed: {exc}")
-        return
-    old, new = describe(settings), describe(fresh)
-    changed = sorted(name for name in new if new[name] != old[name])
-    if changed:
-        _LOGGER.warning("reload: changed settings take effect at the next restart: %s", ", ".join(changed))
-        notifier.ready(f"running; restart to apply: {', '.join(changed)}")
-    else:
-        _LOGGER.info("reload: settings unchanged")
-        notifier.ready("running; settings unchanged")
+# Settings a running daemon takes over on SIGHUP: read per question or per connection, or (the model ones) by
+# loading the model again between answers. The rest (address, storage, voice devices, queue size, ...) is
+# reported and waits for a restart.
+LIVE_SETTINGS = frozenset({
+    "system_prompt", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "idle_reset",
+    "max_question_chars", "suggestions", "retry_after", "log_level", "model_alias", "context_cache",
+    *MODEL_SETTINGS,
+})
+
+
+class Reloader:
+    """SIGHUP: read the settings again, apply what can be applied while serving, report the rest."""
+
+    def __init__(self, live: LiveSettings, engine: LlamaEngine, notifier: Notifier,
+                 load: SettingsLoader | None) -> None:
+        self._live, self._engine, self._notifier, self._load = live, engine, notifier, load
+        self._task: asyncio.Task[None] | None = None
+
+    def signal(self) -> None:
+        if self._task is None or self._task.done():  # a reload already running will read the newest file
+            self._task = asyncio.create_task(self._reload(), name="reload")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _reload(self) -> None:
+        self._notifier.reloading()
+        try:
+            fresh = self._load() if self._load is not None else self._live.current
+        except SettingsError as exc:
+            _LOGGER.error("reload: the new settings are invalid, keeping the running ones: %s", exc)
+            self._notifier.ready(f"running; reload failed: {exc}")
+            return
+        old, new = describe(self._live.current), describe(fresh)
+        changed = sorted(name for name in new if new[name] != old[name])
+        live = [name for name in changed if name in LIVE_SETTINGS]
+        later = [name for name in changed if name not in LIVE_SETTINGS]
+        applied = dataclasses.replace(self._live.current, **{name: getattr(fresh, name) for name in live})
+        try:
+            if await self._engine.reload(applied, resolve_model_path(applied)):
+                _LOGGER.info("reload: now serving model %s", self._engine.model_path)
+        except (ModelLoadError, ProvisionError) as exc:
+            _LOGGER.error("reload: the new model cannot be loaded, keeping the running one: %s", exc)
+            self._notifier.ready(f"running the previous model; reload failed: {exc}")
+            return
+        self._live.current = applied
+        logging.getLogger().setLevel(applied.log_level.upper())
+        self._notifier.ready(_reload_status(live, later))
+
+
+def _reload_status(applied: list[str], later: list[str]) -> str:
+    if applied:
+        _LOGGER.info("reload: applied %s", ", ".join(applied))
+    if later:
+        _LOGGER.warning("reload: these settings take effect at the next restart: %s", ", ".join(later))
+    parts = [f"applied {', '.join(applied)}" if applied else "",
+             f"restart to apply {', '.join(later)}" if later else ""]
+    return "reloaded: " + ("; ".join(p for p in parts if p) or "settings unchanged")

@@ -188,6 +188,14 @@ class Settings:
         return self.model_alias or (self.model.stem if self.model else self.model_name)
 
 
+class LiveSettings:
+    """The settings in force. A reload (SIGHUP) replaces `current`; handlers read it per request, so the next
+    question uses the new values while the socket stays open."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+
+
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 

@@ -138,25 +138,43 @@ def test_sigterm_mid_answer_stores_it_and_exits_0(notify_socket: NotifySocket, t
     assert rows[-1][2] > 0
 
 
-def test_sighup_reloads_and_reports_what_needs_a_restart(notify_socket: NotifySocket, test_model: Path,
-                                                         tmp_path: Path) -> None:
+def test_sighup_swaps_the_model_and_applies_settings_without_dropping_the_socket(
+        notify_socket: NotifySocket, test_model: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-model.gguf"
+    other.symlink_to(test_model)  # Another file name: another model as far as the daemon can tell.
     config = tmp_path / "config.toml"
-    config.write_text("max_tokens = 100\n")
-    daemon = start_daemon(tmp_path, "--model", str(test_model), "--config", str(config),
-                          env=under_systemd(notify_socket))
+    config.write_text(f'model = "{test_model}"\nmax_tokens = 40\n')
+    daemon = start_daemon(tmp_path, "--config", str(config), env=under_systemd(notify_socket))
+
+    def model_id() -> str:
+        return str(json.loads(daemon.get("/v1/models")[1])["data"][0]["id"])
+
+    async def reload_while_connected() -> str:
+        async with aiohttp.ClientSession() as http, http.ws_connect(daemon.url + "/ws") as ws:
+            await ws.receive()  # hello
+            config.write_text(f'model = "{other}"\nmax_tokens = 20\nqueue_size = 3\n')
+            daemon.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(notify_socket.wait_for, "RELOADING=1", 10)
+            await asyncio.to_thread(notify_socket.wait_for,
+                                    "STATUS=reloaded: applied max_tokens, model; restart to apply queue_size", 30)
+            await ws.send_str(json.dumps({"type": "chat", "text": "Hello", "session": None}))
+            while (frame := json.loads((await asyncio.wait_for(ws.receive(), 30)).data))["type"] != "done":
+                assert frame["type"] in ("session", "token"), frame
+            return str(frame["usage"]["completion_tokens"])
+
     try:
         notify_socket.wait_for("READY=1")
-        config.write_text("max_tokens = 200\n")
+        assert model_id() == test_model.stem
+        assert int(asyncio.run(reload_while_connected())) <= 20  # The same socket, the new max_tokens.
+        assert model_id() == "other-model"
+        assert daemon.get("/readyz")[0] == 200
+        config.write_text(f'model = "{tmp_path / "missing.gguf"}"\n')
         daemon.proc.send_signal(signal.SIGHUP)
-        notify_socket.wait_for("RELOADING=1", 5)
-        notify_socket.wait_for("STATUS=running; restart to apply: max_tokens", 5)
-        config.write_text("max_tokens = 'many'\n")
-        daemon.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while not any("reload failed" in line for line in notify_socket.lines()):
             assert time.monotonic() < deadline, notify_socket.lines()
             notify_socket.read(time.monotonic() + 0.1)
-        assert daemon.get("/readyz")[0] == 200  # Still serving with the running settings.
+        assert model_id() == "other-model" and daemon.get("/readyz")[0] == 200  # Still the working model.
     finally:
         daemon.stop(signal.SIGKILL)
 
