@@ -139,6 +139,7 @@ def test_chinese_answers_and_interface_for_the_screenshots() -> None:
             await page.set_viewport_size(SMALL)
             await page.get_by_test_id("history-toggle").click()
             await expect(page.get_by_test_id("session-item")).to_have_count(1)
+            await expect(page.get_by_test_id("history-panel")).to_be_in_viewport(ratio=1.0)  # slid fully in
             await screenshot(page, "800x480-zh-history")
             assert log.errors == []
 
