@@ -103,10 +103,6 @@ class AnswerSpeech:
                        asyncio.create_task(self._play_all(), name="speech-playback"))
 
     @property
-    def active(self) -> bool:
-        return not self._stopped and not all(task.done() for task in self._tasks)
-
-    @property
     def speaking(self) -> bool:
         """Audio of this answer has started and the answer is not over: the kiosk is talking."""
         return self.times.first_started is not None and not self._done and not self._stopped

@@ -175,7 +175,8 @@ class VoiceService:
                 self._model = await SpeechModel.load(self._config.speech_model, max_active=rc.max_active,
                                                      beam=rc.beam, lattice_beam=rc.lattice_beam)
             model = self._model
-            self._listener = Listener(model, self._config.listener, _ListenerRelay(self), self.is_speaking)
+            self._listener = Listener(model, self._config.listener, _ListenerRelay(self._events, self._publish),
+                                      self.is_speaking)
             self._set_problem("input", None)
             await self._listener.run(source)
         finally:
@@ -232,16 +233,17 @@ class VoiceService:
 
 
 class _ListenerRelay:
-    """Listener events, passed on to the service's owner with the state kept current."""
+    """Listener events, passed on to the service's owner; a change of listening republishes the state."""
 
-    def __init__(self, service: VoiceService) -> None:
-        self._service = service
+    def __init__(self, events: VoiceEvents, publish: Callable[[], None]) -> None:
+        self._events = events
+        self._publish = publish
 
     def listening_changed(self, listening: bool) -> None:
-        self._service._publish()
+        self._publish()
 
     def transcript(self, transcript: Transcript) -> None:
-        self._service._events.transcript(transcript)
+        self._events.transcript(transcript)
 
     def wake(self) -> None:
-        self._service._events.wake()
+        self._events.wake()

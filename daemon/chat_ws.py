@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Collection
 
 from aiohttp import WSMsgType, web
 
@@ -22,7 +23,6 @@ from daemon.frames import (
     ServerFrame,
     SessionFrame,
     TokenFrame,
-    VoiceFrame,
     parse_client_frame,
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
@@ -72,10 +72,7 @@ class ChatConnection:
         settings, engine = self._app[SETTINGS].current, self._app[ENGINE]
         return HelloFrame(model=engine.model_id, ready=engine.ready, idle_reset=settings.idle_reset,
                           max_question_chars=settings.max_question_chars, suggestions=list(settings.suggestions),
-                          voice=self.voice_state())
-
-    def voice_state(self) -> VoiceFrame:
-        return self.voice.state()
+                          voice=self.voice.state())
 
     async def _wake(self) -> None:
         """The wake phrase: whatever the kiosk was saying or writing stops, and it listens."""
@@ -122,7 +119,7 @@ class ChatConnection:
             if reason := await self.voice.on_listen(frame.on):
                 await self.send(ErrorFrame("voice_unavailable", reason))
             else:
-                await self.send(self.voice_state())
+                await self.send(self.voice.state())
         else:
             await self.voice.on_speech(frame.on)
 
@@ -207,20 +204,21 @@ class ChatConnection:
         tasks = {t for t in (self._idle_watch, self._task) if t is not None and not t.done()}
         for task in tasks:
             task.cancel()
-        cancelled = False
-        while not all(task.done() for task in tasks):
-            try:
-                await asyncio.wait(tasks)
-            except asyncio.CancelledError:
-                cancelled = True
-        closing = asyncio.ensure_future(self.voice.close())
-        while not closing.done():
-            try:
-                await asyncio.wait({closing})
-            except asyncio.CancelledError:
-                cancelled = True
+        cancelled = await _wait_through_cancellation(tasks)
+        cancelled |= await _wait_through_cancellation({asyncio.ensure_future(self.voice.close())})
         if cancelled:
             raise asyncio.CancelledError
+
+
+async def _wait_through_cancellation(tasks: Collection[asyncio.Future[None]]) -> bool:
+    """Wait until all `tasks` are done even if we are cancelled meanwhile; whether we were."""
+    cancelled = False
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 def _cancelled_before_start() -> Finished:

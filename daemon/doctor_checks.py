@@ -68,14 +68,9 @@ def fail(name: str, message: str) -> Check:
 
 # ---- model ----
 
-def resolve_model(settings: Settings) -> Path:
-    """The model file the daemon would load."""
-    return resolve_model_path(settings)
-
-
 def check_model(settings: Settings) -> Check:
     try:
-        path = resolve_model(settings)
+        path = resolve_model_path(settings)
     except ProvisionError as exc:
         return fail("model", str(exc))
     problem = unusable_model(path)
@@ -202,7 +197,7 @@ def check_memory(settings: Settings) -> Check:
 def model_bytes(settings: Settings) -> int:
     """The model's size: the file's, or the catalogue's when it is not pulled yet (0 when unknown)."""
     with contextlib.suppress(OSError, ProvisionError):
-        return resolve_model(settings).stat().st_size
+        return resolve_model_path(settings).stat().st_size
     entry = CATALOGUE.get(settings.model_name)
     return max((source.size for source in entry.sources), default=0) if entry and settings.model is None else 0
 

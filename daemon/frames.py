@@ -85,12 +85,20 @@ def _parse_chat(data: dict[str, Any], max_question_chars: int | None) -> ChatFra
 
 # ---- server -> client ----
 
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class ServerFrame:
     type: ClassVar[str]
 
     def to_json(self) -> str:
-        return json.dumps({"type": self.type, **asdict(self)}, ensure_ascii=False, separators=(",", ":"))
+        return _dump({"type": self.type, **asdict(self)})
+
+    def _to_json_without_unset(self) -> str:
+        """For frames whose optional fields are left out, rather than sent as null, when they do not apply."""
+        return _dump({"type": self.type, **{k: v for k, v in asdict(self).items() if v is not None}})
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,7 @@ class SpeakingFrame(ServerFrame):
     type: ClassVar[str] = "speaking"
 
     def to_json(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if v is not None}
-        return json.dumps({"type": self.type, **data}, ensure_ascii=False, separators=(",", ":"))
+        return self._to_json_without_unset()
 
 
 @dataclass(frozen=True)
@@ -144,8 +151,7 @@ class HelloFrame(ServerFrame):
     type: ClassVar[str] = "hello"
 
     def to_json(self) -> str:
-        data = {"type": self.type, **asdict(self), "voice": {"type": VoiceFrame.type, **asdict(self.voice)}}
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return _dump({"type": self.type, **asdict(self), "voice": {"type": VoiceFrame.type, **asdict(self.voice)}})
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,4 @@ class ErrorFrame(ServerFrame):
     type: ClassVar[str] = "error"
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
-        if self.retry_after is not None:
-            data["retry_after"] = self.retry_after
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return self._to_json_without_unset()  # retry_after only for busy

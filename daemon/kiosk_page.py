@@ -53,17 +53,11 @@ def add_routes(app: web.Application, settings: Settings) -> None:
                         "(scripts/setup.sh does); the chat API keeps working", root)
         app.router.add_get("/", _not_built(root))
         return
-    app.router.add_get("/", _index(index))
+    app.router.add_get("/", _file(index))
     if (root / "assets").is_dir():
         app.router.add_static("/assets", root / "assets", follow_symlinks=False)
     for extra in sorted(p for p in root.iterdir() if p.is_file() and p.name != "index.html"):
         app.router.add_get(f"/{extra.name}", _file(extra))  # favicon, manifest: top-level files only
-
-
-def _index(index: Path) -> Handler:
-    async def serve_index(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
-    return serve_index
 
 
 def _file(path: Path) -> Handler:

@@ -88,16 +88,16 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-async def status(page: Page) -> str:
-    return await page.get_by_test_id("status").get_attribute("data-state") or ""
+async def _wait_data_state(page: Page, selector: str, states: tuple[str, ...], within: float) -> None:
+    """Until the last element matching `selector` has one of `states` as its data-state."""
+    await page.wait_for_function(
+        "([selector, states]) => { const m = [...document.querySelectorAll(selector)].pop();"
+        " return !!m && states.includes(m.getAttribute('data-state')); }",
+        arg=[selector, list(states)], timeout=within * 1000)
 
 
 async def wait_status(page: Page, *states: str, within: float = 30.0) -> None:
-    wanted = ",".join(states)
-    await page.wait_for_function(
-        "(states) => states.split(',').includes("
-        "document.querySelector('[data-testid=status]')?.getAttribute('data-state'))",
-        arg=wanted, timeout=within * 1000)
+    await _wait_data_state(page, "[data-testid=status]", states, within)
 
 
 async def ask(page: Page, question: str) -> None:
@@ -110,8 +110,4 @@ def last_answer(page: Page) -> Any:
 
 
 async def wait_answer_state(page: Page, *states: str, within: float = 60.0) -> None:
-    wanted = ",".join(states)
-    await page.wait_for_function(
-        "(states) => { const m = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')]"
-        ".pop(); return !!m && states.split(',').includes(m.getAttribute('data-state')); }",
-        arg=wanted, timeout=within * 1000)
+    await _wait_data_state(page, "[data-testid=message][data-role=assistant]", states, within)
