@@ -1,3 +1,9 @@
 """kioskd daemon: hosts the chat model and serves the kiosk over HTTP and WebSocket."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # pyproject.toml is the one place the version is written; the installed distribution carries it.
+    __version__ = version("kioskd")
+except PackageNotFoundError:  # Run from a source tree that was never installed.
+    __version__ = "0+unknown"

