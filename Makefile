@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-page test-slow lint bench setup-run setup-test
+.PHONY: run test test-page test-slow test-fleet lint bench setup-run setup-test
 
 run: setup-run
 	$(BIN)/kioskd pull
@@ -19,6 +19,10 @@ test-page:
 
 test-slow: setup-test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# The fleet playbook against a container booted with systemd (root; see ansible/README.md).
+test-fleet: setup-test
+	$(BIN)/pytest -m slow tests/test_ansible_converge.py $(PYTEST_ARGS)
 
 lint:
 	$(BIN)/ruff check daemon audio kiosk/__init__.py tests bench

@@ -150,14 +150,19 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _pip_cache_wheels() -> list[Path]:
+def _add_source_only_wheels(wheels: Path) -> None:
+    """Wheels of the SOURCE_ONLY packages at the versions installed here: from pip's wheel cache (setup.sh built
+    them), else built now (llama-cpp-python takes minutes)."""
+    from importlib.metadata import version
+
     cache = Path(_run(BIN / "pip", "cache", "dir").strip()) / "wheels"
-    found = []
     for name in SOURCE_ONLY:
-        wheels = sorted(cache.rglob(f"{name}-*.whl"))
-        if wheels:
-            found.append(wheels[-1])
-    return found
+        pinned = version(name)
+        cached = sorted(cache.rglob(f"{name}-{pinned}-*.whl"))
+        if cached:
+            shutil.copy2(cached[-1], wheels / cached[-1].name)
+        else:
+            _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", wheels, f"{name}=={pinned}", timeout=1800)
 
 
 _WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-")
@@ -173,8 +178,7 @@ def build_mirror(mirror: Path, model: Path) -> dict[str, object]:
     models.mkdir(parents=True)
     _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", wheels, ROOT)
     (kioskd_wheel,) = wheels.glob("kioskd-*.whl")
-    for wheel in _pip_cache_wheels():
-        shutil.copy2(wheel, wheels / wheel.name)
+    _add_source_only_wheels(wheels)
     _run(BIN / "pip", "download", "-q", "--only-binary=:all:", "--find-links", wheels, "-d", wheels,
          f"{kioskd_wheel}[{','.join(EXTRAS)}]", timeout=900)
     try:
