@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from daemon import chat_ws, health, kiosk_page, openai_api, sessions_api
+from daemon import chat_ws, health, kiosk_page, openai_api, security, sessions_api
 from daemon.appkeys import CONVERSATIONS, ENGINE, HISTORY, LISTENING, SETTINGS, SOCKETS, VOICE, OpenSockets
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
 from daemon.middlewares import json_errors
 from daemon.retention import purge_periodically
-from daemon.settings import LiveSettings, Settings
+from daemon.settings import LiveSettings, Settings, describe
 from daemon.voice_link import VoiceLink
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_message_bytes)
+    _LOGGER.debug("settings: %s", describe(settings))  # secrets masked
+    # The security guard first: a refused caller learns nothing else, not even which paths exist.
+    app = web.Application(middlewares=[security.guard(settings), json_errors],
+                          client_max_size=settings.max_message_bytes)
     app[SETTINGS] = LiveSettings(settings)
     app[ENGINE] = engine
     app[LISTENING] = asyncio.Event()

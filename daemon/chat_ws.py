@@ -7,10 +7,10 @@ import logging
 import sqlite3
 from collections.abc import Collection
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from daemon.appkeys import CONVERSATIONS, ENGINE, SETTINGS, SOCKETS, VOICE
-from daemon.engine import Generation
+from daemon.engine import Generation, reporting_queue_position
 from daemon.frames import (
     CancelFrame,
     ChatFrame,
@@ -27,30 +27,70 @@ from daemon.frames import (
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
 from daemon.messages import Busy, EngineError, Finished, Timings, Usage
+from daemon.openai_schema import ApiError
 from daemon.screen_voice import ScreenVoice
 from daemon.voice_link import is_local
+from daemon.ws_flow import FrameRate, QueueReporter, Verdict
 
 _LOGGER = logging.getLogger(__name__)
 
 
-async def websocket_chat(request: web.Request) -> web.WebSocketResponse:
-    app = request.app
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=app[SETTINGS].current.max_message_bytes)
-    await ws.prepare(request)
-    app[SOCKETS].add(ws)
-    chat = ChatConnection(ws, app, local=is_local(request.remote))
+HARD_CAP = 4
+"""Frames up to `max_message_bytes` are read; larger ones, up to this many times that, are refused with an error
+frame and the connection stays; beyond that aiohttp closes it (1009)."""
+
+
+async def websocket_chat(request: web.Request) -> web.StreamResponse:
+    app, settings = request.app, request.app[SETTINGS].current
+    sockets = app[SOCKETS]
+    if len(sockets) >= settings.max_connections:
+        _LOGGER.warning("refused a WebSocket from %s: %d connections are open (max_connections)",
+                        request.remote, len(sockets))
+        error = ApiError(503, f"the kiosk already has {len(sockets)} connections open; try again shortly",
+                         code="too_many_connections", kind="server_busy")
+        return web.json_response(error.body(), status=503, headers={"Retry-After": str(settings.retry_after)})
+    ws = _Socket(heartbeat=30.0, max_msg_size=HARD_CAP * settings.max_message_bytes)
+    sockets.add(ws)  # Counted from before the upgrade, so handshakes at the same moment cannot pass the bound.
+    try:
+        await ws.prepare(request)
+        await _converse(ws, app, is_local(request.remote))
+    finally:
+        sockets.discard(ws)
+    return ws
+
+
+class _Socket(web.WebSocketResponse):
+    """A kiosk WebSocket; closing one that is still upgrading (shutdown at that moment) does nothing."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if not self.prepared:
+            return False
+        return await super().close(code=code, message=message, drain=drain)
+
+
+async def _converse(ws: web.WebSocketResponse, app: web.Application, local: bool) -> None:
+    settings = app[SETTINGS].current
+    chat = ChatConnection(ws, app, local=local)
+    rate = FrameRate(settings.ws_frames_per_second, settings.ws_flood_seconds)
     await chat.send(chat.hello())
     chat.start_idle_watch()
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            verdict = rate.admit()
+            if verdict is Verdict.CLOSE:
+                _LOGGER.warning("closed a WebSocket that kept sending more than %g frames/s for %g s",
+                                settings.ws_frames_per_second, settings.ws_flood_seconds)
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+            elif verdict is not Verdict.ACCEPT:
+                await chat.over_rate(msg.data if msg.type == WSMsgType.TEXT else None, verdict is Verdict.WARN)
+            elif msg.type == WSMsgType.TEXT:
                 await chat.on_text(msg.data)
-            elif msg.type == WSMsgType.BINARY:
+            else:
                 await chat.send(ErrorFrame("bad_frame", "binary frames are not accepted; send JSON text"))
     finally:
         await chat.close()
-        app[SOCKETS].discard(ws)
-    return ws
 
 
 class ChatConnection:
@@ -103,10 +143,23 @@ class ChatConnection:
         if not self._ws.closed:
             await self._ws.send_str(frame.to_json())
 
+    async def over_rate(self, raw: str | None, first: bool) -> None:
+        """A frame past the client's rate is dropped, except a cancel: stopping must work even then."""
+        if first:
+            await self.send(ErrorFrame("rate_limited", "too many frames; they are being dropped, slow down",
+                                       retry_after=1))
+        if raw is not None and len(raw) <= 64 and _is_cancel(raw):
+            await self.on_text(raw)
+
     async def on_text(self, raw: str) -> None:
         self._last_activity = asyncio.get_running_loop().time()
+        settings = self._app[SETTINGS].current
+        if _too_large(raw, settings.max_message_bytes):
+            await self.send(ErrorFrame("frame_too_large",
+                                       f"the frame is larger than {settings.max_message_bytes} bytes"))
+            return
         try:
-            frame = parse_client_frame(raw, self._app[SETTINGS].current.max_question_chars)
+            frame = parse_client_frame(raw, settings.max_question_chars)
         except FrameError as exc:
             await self.send(ErrorFrame(exc.code, str(exc)))
             return
@@ -151,9 +204,18 @@ class ChatConnection:
         self._task = asyncio.create_task(self._answer(session, turns, frame.text), name=f"ws-chat-{session}")
 
     async def _answer(self, session: str, turns: list[Turn], text: str) -> None:
+        positions = QueueReporter(self.send)
+        try:
+            with reporting_queue_position(positions.update):
+                await self._answer_reporting(session, turns, text, positions)
+        finally:
+            await positions.aclose()
+
+    async def _answer_reporting(self, session: str, turns: list[Turn], text: str,
+                                positions: QueueReporter) -> None:
         settings = self._app[SETTINGS].current
         try:
-            finished = await self._generate(session, turns, text)
+            finished = await self._generate(session, turns, text, positions)
         except Busy as exc:
             await self.send(ErrorFrame(exc.code, str(exc), retry_after=settings.retry_after))
             return
@@ -175,7 +237,7 @@ class ChatConnection:
         self._last_activity = asyncio.get_running_loop().time()
         await self.send(DoneFrame.from_finished(finished))
 
-    async def _generate(self, session: str, turns: list[Turn], text: str) -> Finished:
+    async def _generate(self, session: str, turns: list[Turn], text: str, positions: QueueReporter) -> Finished:
         """The answer, streamed to the page and, when this screen has speech on, read aloud as it is written."""
 
         async def on_piece(piece: str) -> None:
@@ -183,6 +245,7 @@ class ChatConnection:
             await self.send(TokenFrame(piece))
 
         def on_start(generation: Generation | None) -> None:
+            positions.stop()  # The model has it: no `queued` frame after this (the tokens follow).
             self._generation = generation
 
         await self.voice.start_answer()
@@ -219,6 +282,17 @@ async def _wait_through_cancellation(tasks: Collection[asyncio.Future[None]]) ->
         except asyncio.CancelledError:
             cancelled = True
     return cancelled
+
+
+def _too_large(raw: str, limit: int) -> bool:
+    return len(raw) > limit or (len(raw) * 4 > limit and len(raw.encode()) > limit)
+
+
+def _is_cancel(raw: str) -> bool:
+    try:
+        return isinstance(parse_client_frame(raw), CancelFrame)
+    except FrameError:
+        return False
 
 
 def _cancelled_before_start() -> Finished:

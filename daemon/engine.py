@@ -7,18 +7,21 @@ of text to the loop as soon as it is decoded; cancelling sets a flag that the th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from daemon.gate import ModelGate
+from daemon.gate import ModelGate, OnPosition
 from daemon.messages import (
     ChatMessage,
     EngineError,
@@ -44,6 +47,20 @@ CHATML_TEMPLATE = (
 
 class ModelLoadError(EngineError):
     code = "model_load_failed"
+
+
+_ON_POSITION: ContextVar[OnPosition | None] = ContextVar("kioskd_on_position", default=None)
+
+
+@contextmanager
+def reporting_queue_position(on_position: OnPosition) -> Iterator[None]:
+    """Generations entered inside this block (in this task) tell `on_position` their place in the waiting line,
+    so the layers in between (the conversation store) need not carry the callback."""
+    token = _ON_POSITION.set(on_position)
+    try:
+        yield
+    finally:
+        _ON_POSITION.reset(token)
 
 
 class Emit(Protocol):
@@ -72,13 +89,17 @@ class Generation:
 
     Entering waits for the model (or raises Busy); leaving stops the worker thread and waits for it, so
     the model is free again before the next generation starts. `result` holds the Finished report.
+    With a `time_limit` (seconds from when the model takes it up), an answer still being written then stops
+    as if cancelled and reports the reason "time_limit".
     """
 
     def __init__(self, gate: ModelGate, run: Callable[[threading.Event, Emit, float], Finished],
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, time_limit: float = 0.0) -> None:
         self._gate = gate
         self._run = run
         self._executor = executor
+        self._time_limit = time_limit
+        self._timed_out = False
         self._cancel = threading.Event()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._future: asyncio.Future[Finished] | None = None
@@ -96,7 +117,7 @@ class Generation:
     async def __aenter__(self) -> Generation:
         loop = asyncio.get_running_loop()
         queued_at = time.perf_counter()
-        await self._gate.acquire()
+        await self._gate.acquire(_ON_POSITION.get())
         queue_ms = (time.perf_counter() - queued_at) * 1000
 
         def emit(text: str | None) -> None:
@@ -109,7 +130,21 @@ class Generation:
             raise
         # The gate opens only when the worker thread has really finished.
         self._future.add_done_callback(lambda _: self._gate.release())
+        if self._time_limit > 0:
+            timer = loop.call_later(self._time_limit, self._time_up)
+            self._future.add_done_callback(lambda _: timer.cancel())
         return self
+
+    def _time_up(self) -> None:
+        if not self._cancel.is_set():
+            _LOGGER.info("an answer ran past max_generation_seconds (%g s) and is being stopped", self._time_limit)
+            self._timed_out = True
+            self._cancel.set()
+
+    def _finished(self, finished: Finished) -> Finished:
+        if self._timed_out and finished.reason == "cancelled":
+            return dataclasses.replace(finished, reason="time_limit")
+        return finished
 
     def _guarded(self, emit: Emit, queue_ms: float) -> Finished:
         try:
@@ -121,7 +156,7 @@ class Generation:
         while (text := await self._queue.get()) is not None:
             yield text
         assert self._future is not None
-        self.result = await self._future
+        self.result = self._finished(await self._future)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -129,7 +164,7 @@ class Generation:
         if self._future is None:
             return
         try:
-            self.result = await asyncio.shield(self._future)
+            self.result = self._finished(await asyncio.shield(self._future))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -244,7 +279,7 @@ class LlamaEngine:
             finally:
                 self._working = False
 
-        generation = Generation(self._gate, run, self._executor)
+        generation = Generation(self._gate, run, self._executor, self._settings.max_generation_seconds)
         self._generations.add(generation)
         return generation
 
@@ -278,7 +313,7 @@ class LlamaEngine:
         budget = min(s.max_tokens, self._settings.max_tokens)
         assert self._render is not None
         fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
-        decoder = Decoder(llm, fitted.tokens, s, cancel, budget)
+        decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise)
         assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
         pieces: list[str] = []
         for raw in decoder:

@@ -54,7 +54,7 @@ CLIENT_TYPES = ("chat", "cancel", "listen", "speech")
 def parse_client_frame(raw: str, max_question_chars: int | None = None) -> ClientFrame:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack.
         raise FrameError("bad_json", "the frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise FrameError("bad_frame", "a frame must be a JSON object")
@@ -67,7 +67,8 @@ def parse_client_frame(raw: str, max_question_chars: int | None = None) -> Clien
             raise FrameError("bad_frame", "'on' must be true or false")
         return ListenFrame(on) if kind == "listen" else SpeechFrame(on)
     if kind != "chat":
-        raise FrameError("unknown_type", f"unknown frame type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+        raise FrameError("unknown_type",
+                         f"unknown frame type {kind!r:.40}; expected one of {', '.join(CLIENT_TYPES)}")
     return _parse_chat(data, max_question_chars)
 
 
@@ -80,7 +81,19 @@ def _parse_chat(data: dict[str, Any], max_question_chars: int | None) -> ChatFra
                          f"the question has {len(text)} characters; at most {max_question_chars} are accepted")
     if session is not None and (not isinstance(session, str) or not 0 < len(session) <= 64):
         raise FrameError("bad_frame", "'session' must be null or a session id string")
+    if not _encodable(text) or (session is not None and not _encodable(session)):
+        raise FrameError("bad_frame", "the frame holds a lone surrogate (\\ud800-\\udfff), which is not text")
     return ChatFrame(text=text, session=session)
+
+
+def _encodable(text: str) -> bool:
+    """False for a string with a lone surrogate: JSON lets "\\ud800" through, but SQLite and the tokenizer
+    encode to UTF-8 and would fail on it mid-answer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---- server -> client ----
@@ -170,6 +183,14 @@ class ResetFrame(ServerFrame):
 
 
 @dataclass(frozen=True)
+class QueuedFrame(ServerFrame):
+    """The question waits for the model: `position` answers go before it (1: only the one being written)."""
+
+    position: int
+    type: ClassVar[str] = "queued"
+
+
+@dataclass(frozen=True)
 class TokenFrame(ServerFrame):
     text: str
     type: ClassVar[str] = "token"
@@ -180,13 +201,15 @@ class DoneFrame(ServerFrame):
     reason: str
     usage: dict[str, int]
     timings: dict[str, float]
+    stored: bool = True
+    """False: the answer was shown but waits in memory until the history database accepts it."""
     type: ClassVar[str] = "done"
 
     @classmethod
     def from_finished(cls, finished: Finished) -> DoneFrame:
         usage = {**asdict(finished.usage), "total_tokens": finished.usage.total_tokens}
         timings: dict[str, Any] = asdict(finished.timings)
-        return cls(reason=finished.reason, usage=usage, timings=timings)
+        return cls(reason=finished.reason, usage=usage, timings=timings, stored=finished.stored)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "time_limit"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class Finished:
     timings: Timings
     dropped_turns: int = field(default=0)
     """Oldest turns left out of the prompt to fit the context window."""
+    stored: bool = field(default=True)
+    """False when the history database refused the answer for now: it waits in memory and is saved later."""
 
 
 class EngineError(Exception):

@@ -8,12 +8,13 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from daemon.appkeys import ENGINE, SETTINGS
+from daemon.client_limits import client_generation
 from daemon.engine import Generation
 from daemon.messages import EngineError, Finished, GenerationRequest
-from daemon.openai_schema import ApiError, ChatCompletionParams, parse_chat_request
+from daemon.openai_schema import ApiError, ChatCompletionParams, decode_json, parse_chat_request
 
 CREATED = int(time.time())
 
@@ -24,24 +25,40 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [model]})
 
 
+async def read_json(request: web.Request) -> object:
+    """The request's JSON body; ApiError for a non-JSON Content-Type (400), a body that is too large (413) or
+    not JSON (400). A missing Content-Type is accepted, as llama.cpp does, for hand-written requests."""
+    if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
+        raise ApiError(400, f"the Content-Type must be application/json, not {request.content_type!r}",
+                       code="unsupported_content_type")
+    limit = request.app[SETTINGS].current.max_message_bytes
+    too_large = ApiError(413, f"the request body exceeds {limit} bytes", code="body_too_large")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # A chunked body has no Content-Length; aiohttp stops it at the limit.
+        raise too_large from None
+    return decode_json(raw)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (content_type.startswith("application/")
+                                                   and content_type.endswith("+json"))
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].current
-    if request.content_length is not None and request.content_length > settings.max_message_bytes:
-        raise ApiError(413, f"the request body exceeds {settings.max_message_bytes} bytes",
-                       code="body_too_large")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "the request body is not valid JSON", code="bad_json") from None
-    params = parse_chat_request(body, settings)
+    params = parse_chat_request(await read_json(request), settings)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    generation = request.app[ENGINE].generate(
-        GenerationRequest(params.messages, params.sampling, request_id=completion_id))
-    if params.stream:
-        return await _stream(request, generation, params, completion_id)
-    async with generation:
-        async for _ in generation:
-            pass
+    with client_generation(request):  # 429 for a client that already has its answer(s) running or waiting
+        generation = request.app[ENGINE].generate(
+            GenerationRequest(params.messages, params.sampling, request_id=completion_id))
+        if params.stream:
+            return await _stream(request, generation, params, completion_id)
+        async with generation:
+            async for _ in generation:
+                pass
     assert generation.result is not None
     return web.json_response(_completion(request, completion_id, generation.result))
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from daemon.appkeys import HISTORY
 from daemon.history import HistoryStore, NoSuchSession, SessionSummary, Turn
+from daemon.openai_api import read_json
 from daemon.openai_schema import ApiError
 
 MAX_TITLE = 200
@@ -49,7 +50,25 @@ def _int_query(request: web.Request, name: str, default: int, hi: int) -> int:
 
 
 def _unknown(session: str) -> ApiError:
-    return ApiError(404, f"no session {session!r}", code="unknown_session", kind="not_found_error")
+    # Ids are short; an absurd one is cut so the error body stays small.
+    shown = session if len(session) <= 80 else session[:80] + "…"
+    return ApiError(404, f"no session {shown!r}", code="unknown_session", kind="not_found_error")
+
+
+def _title(body: object) -> str:
+    """The new title from a PATCH body, white space folded; the body may hold nothing else."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    # Refused rather than ignored: a misspelt "title" should not look like a rename that did nothing.
+    for key in body:
+        if key != "title":
+            raise ApiError(400, f"unknown field {key!r:.40}; only 'title' can be changed", param=key)
+    raw = body.get("title")
+    # The limit applies to the title as sent, so docs/openapi.yaml can state it as a plain maxLength.
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_TITLE:
+        raise ApiError(400, f"'title' must be a string of 1 to {MAX_TITLE} characters, not all white space",
+                       param="title")
+    return " ".join(raw.split())
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -71,17 +90,10 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def rename_session(request: web.Request) -> web.Response:
     session = request.match_info["id"]
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "the request body is not valid JSON", code="bad_json") from None
-    title = body.get("title") if isinstance(body, dict) else None
-    if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
-        raise ApiError(400, f"'title' must be a non-empty string of at most {MAX_TITLE} characters",
-                       param="title")
+    title = _title(await read_json(request))
 
     def rename(store: HistoryStore) -> SessionSummary:
-        store.rename(session, " ".join(title.split()))
+        store.rename(session, title)
         return store.summary(session)
 
     try:

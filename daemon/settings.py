@@ -96,6 +96,20 @@ class Settings:
     repeat_penalty: float = field(default=1.1, metadata=_opt("Repetition penalty.", lo=0.0, hi=5.0))
     queue_size: int = field(default=8, metadata=_opt(
         "Requests that may wait for the busy model; more get HTTP 503 / a busy frame.", lo=0, hi=10000))
+    max_generations_per_client: int = field(default=1, metadata=_opt(
+        "Answers one client of the HTTP API (one peer address; loopback, the device itself, is exempt) may have "
+        "running or waiting at once; one more gets HTTP 429 (0: no limit).", lo=0, hi=10000))
+    max_generation_seconds: float = field(default=120.0, metadata=_opt(
+        "An answer still being written this many seconds after the model took it up stops, with reason "
+        "time_limit (0: no limit).", lo=0.0, hi=86400.0))
+    max_connections: int = field(default=64, metadata=_opt(
+        "Open WebSocket connections; one more is refused with HTTP 503 before the upgrade.", lo=1, hi=100000))
+    ws_frames_per_second: float = field(default=20.0, metadata=_opt(
+        "Frames per second one WebSocket client may send (bursts of twice that); more are dropped.",
+        lo=1.0, hi=100000.0))
+    ws_flood_seconds: float = field(default=5.0, metadata=_opt(
+        "A WebSocket client still over its frame rate after this many seconds is closed (1008).",
+        lo=0.5, hi=3600.0))
     retry_after: int = field(default=2, metadata=_opt(
         "Seconds suggested in Retry-After when busy.", lo=1, hi=3600))
     context_cache: int = field(default=2, metadata=_opt(
@@ -159,6 +173,16 @@ class Settings:
         "While speaking, listen only for the wake phrase (no echo cancellation: the kiosk would hear itself)."))
     max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
         "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
+    # repr=False: a Settings printed anywhere (a traceback, a debug line) must not show the token.
+    api_token: str = field(default="", repr=False, metadata=_opt(
+        "Token that callers from other machines send to /v1 and /api as 'Authorization: Bearer <token>' (callers "
+        "on the device itself need none; unset: other machines are refused). Prefer the environment or "
+        "API_TOKEN_FILE to a flag, which other users can see.", secret=True))
+    api_token_file: Path | None = field(default=None, metadata=_opt(
+        "File whose first line is API_TOKEN (used when API_TOKEN is unset), e.g. a systemd credential."))
+    allowed_origins: tuple[str, ...] = field(default=(), metadata=_opt(
+        "Web origins, besides the daemon's own, whose pages may open /ws (e.g. 'http://kiosk.lan:8080'; TOML: a "
+        "list of strings; environment and flag: separated by '|')."))
     log_level: str = field(default="info", metadata=_opt(
         "Log level.", choices=("debug", "info", "warning", "error")))
     watchdog_stall: float = field(default=180.0, metadata=_opt(
@@ -169,6 +193,12 @@ class Settings:
         lo=0.0, hi=86400.0))
     fault_load_delay: float = field(default=0.0, metadata=_opt(
         "Fault injection for tests: seconds to wait before loading the model.", lo=0.0, hi=3600.0))
+    fault_history_max_pages: int = field(default=0, metadata=_opt(
+        "Fault injection for tests: the history database may not grow beyond this many pages, so writes fail "
+        "as on a full disk (SQLITE_FULL) once it is filled (0: no limit).", lo=0, hi=2**31 - 1))
+    fault_engine_raise: int = field(default=0, metadata=_opt(
+        "Fault injection for tests: llama.cpp's decoding raises at the answer token after this many, once per "
+        "loaded model (0: never).", lo=0, hi=1_000_000))
 
     def sampling(self) -> Sampling:
         """The default sampling parameters for a reply."""
@@ -276,7 +306,10 @@ def _coerce(kind: str, raw: object) -> object:
     if not isinstance(raw, str):
         raise ValueError(f"expected a string, got {raw!r}")
     if base == "Path":
-        return Path(raw).expanduser()
+        try:
+            return Path(raw).expanduser()
+        except RuntimeError:  # "~nosuchuser/...": no such home directory.
+            raise ValueError(f"cannot expand the home directory in {raw!r}") from None
     return raw
 
 
@@ -293,8 +326,10 @@ def _read_toml(path: Path) -> dict[str, object]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise SettingsError(f"config file {path} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"cannot read config file {path}: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nesting level.
+        raise SettingsError(f"cannot read config file {path}: nested too deeply") from None
     # Accept both a flat file and one with a [kioskd] table.
     table = data.get("kioskd", data)
     if not isinstance(table, dict):

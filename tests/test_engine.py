@@ -148,3 +148,22 @@ def _is_complete_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_an_answer_past_max_generation_seconds_stops_with_time_limit(engine_runner: Callable[..., object],
+                                                                    test_model: Path) -> None:
+    async def scenario(engine: LlamaEngine) -> Finished:
+        limited = load_settings({"n_ctx": "1024", "max_tokens": "400", "queue_size": "4",
+                                 "max_generation_seconds": "0.5"}, environ={})
+        assert not await engine.reload(limited, test_model)  # applies to the next answer, no new model
+        try:
+            return (await collect(engine, request(STORY, sampling=greedy(400))))[1]
+        finally:
+            await engine.reload(load_settings({"n_ctx": "1024", "max_tokens": "400", "queue_size": "4"},
+                                              environ={}), test_model)
+
+    result = engine_runner(scenario)  # type: ignore[misc]
+    assert result.reason == "time_limit"
+    assert result.usage.completion_tokens < 400
+    _, unlimited = engine_runner(lambda e: collect(e, request(STORY, sampling=greedy(30))))  # type: ignore[misc]
+    assert unlimited.reason == "length", "the limit was for that answer's settings only"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from daemon.gate import ModelGate
+from daemon.gate import ModelGate, TooManyGenerations
 from daemon.messages import Busy
 
 
@@ -81,3 +81,51 @@ def test_a_waiter_cancelled_as_it_is_handed_the_slot_passes_it_on() -> None:
         assert gate.busy and gate.waiting == 0
 
     asyncio.run(scenario())
+
+
+def test_waiters_are_told_their_place_and_each_move_up() -> None:
+    async def scenario() -> dict[str, list[int]]:
+        gate = ModelGate(max_waiting=5)
+        await gate.acquire()  # The answer being written.
+        seen: dict[str, list[int]] = {name: [] for name in "abc"}
+        tasks = {}
+        for name in "abc":
+            tasks[name] = asyncio.create_task(gate.acquire(seen[name].append))
+            await asyncio.sleep(0)
+        assert seen == {"a": [1], "b": [2], "c": [3]}
+        tasks["b"].cancel()  # b leaves the line: only c, behind it, moves up.
+        await asyncio.gather(tasks["b"], return_exceptions=True)
+        assert seen == {"a": [1], "b": [2], "c": [3, 2]}
+        gate.release()  # a gets the model (and hears nothing more); c is next.
+        await asyncio.wait_for(tasks["a"], 1)
+        assert seen == {"a": [1], "b": [2], "c": [3, 2, 1]}
+        gate.release()
+        await asyncio.wait_for(tasks["c"], 1)
+        return seen
+
+    assert asyncio.run(scenario()) == {"a": [1], "b": [2], "c": [3, 2, 1]}
+
+
+def test_a_caller_that_gets_the_model_at_once_is_never_told_a_place() -> None:
+    async def scenario() -> list[int]:
+        gate, seen = ModelGate(max_waiting=1), []
+        await gate.acquire(seen.append)
+        gate.release()
+        await gate.acquire(seen.append)
+        return seen
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_client_slots_bound_each_client_separately() -> None:
+    slots = ModelGate(max_waiting=1).clients
+    with slots.hold("10.0.0.7", 1):
+        with pytest.raises(TooManyGenerations), slots.hold("10.0.0.7", 1):
+            pass
+        with slots.hold("10.0.0.8", 1):
+            assert (slots.active("10.0.0.7"), slots.active("10.0.0.8")) == (1, 1)
+        with slots.hold("10.0.0.7", 0):  # 0: no limit
+            assert slots.active("10.0.0.7") == 2
+    assert slots.active("10.0.0.7") == 0
+    with slots.hold("10.0.0.7", 1):  # Free again once the first one ended.
+        pass

@@ -226,29 +226,7 @@ def test_a_refused_prompt_is_a_400_even_when_streaming(start: Start) -> None:
     assert client.chat.completions.create(model="m", messages=USER).choices[0].finish_reason == "stop"
 
 
-BAD_BODIES: list[tuple[bytes, str | None]] = [
-    (b"{not json", None),
-    (b"[]", None),
-    (b'{"messages": null}', "messages"),
-    (b'{"messages": "hi"}', "messages"),
-    (b'{"messages": []}', "messages"),
-    (b'{"messages": [123]}', "messages[0]"),
-    (b'{"messages": [{}]}', "messages[0].role"),
-    (b'{"messages": [{"role": 1, "content": "hi"}]}', "messages[0].role"),
-    (b'{"messages": [{"role": "user"}]}', "messages[0].content"),
-    (b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}', "messages[0].content"),
-    (b'{"messages": [{"role": "assistant", "content": "hi"}]}', "messages"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": -1}', "temperature"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "top_p": 2}', "top_p"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', "max_tokens"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000000000}', "max_tokens"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}', "max_completion_tokens"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "5"}', "max_tokens"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "stop": 5}', "stop"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
-]
-
+# Malformed bodies: tests/test_openai_malformed.py.
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[Served, ScriptedEngine]]:
@@ -256,20 +234,6 @@ def shared() -> Iterator[tuple[Served, ScriptedEngine]]:
     server = ServerThread(engine, {})
     yield server.start(), engine
     server.stop()
-
-
-@pytest.mark.parametrize(("body", "param"), BAD_BODIES, ids=[b.decode() for b, _ in BAD_BODIES])
-def test_malformed_body_is_400_with_openai_error(shared: tuple[Served, ScriptedEngine], body: bytes,
-                                                  param: str | None) -> None:
-    served, engine = shared
-    asked = len(engine.requests)
-    status, headers, data = request(served, "/v1/chat/completions", body)
-    assert status == 400
-    assert headers["Content-Type"].startswith("application/json")
-    assert set(data) == {"error"} and set(data["error"]) == {"message", "type", "param", "code"}
-    assert data["error"]["type"] == "invalid_request_error" and data["error"]["message"]
-    assert data["error"]["param"] == param
-    assert len(engine.requests) == asked, "a refused request reached the engine"
 
 
 # ---- the client going away ----

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.fakes import ScriptedEngine, Served, request_json, serve
 from tests.test_ws_protocol import LONG, Client, connect, run, text_of
@@ -146,20 +149,33 @@ def test_patch_renames_with_whitespace_folded_and_the_title_sticks() -> None:
     run(test)
 
 
-def test_patch_rejects_bad_titles_and_keeps_the_old_one() -> None:
+JSON = {"Content-Type": "application/json"}
+# (what is wrong, raw body, headers, expected error code, expected param): every one is a 400.
+BAD_PATCHES: list[tuple[str, bytes, dict[str, str], str, str | None]] = [
+    *((f"title {v!r}"[:40], json.dumps({"title": v}).encode(), JSON, "invalid_request", "title")
+      for v in ("", " \n\t ", "x" * 201, 5, None, ["a"], {"text": "a"}, True)),
+    ("no title", b"{}", JSON, "invalid_request", "title"),
+    ("an unknown field", b'{"title": "New", "pinned": true}', JSON, "invalid_request", "pinned"),
+    ("a misspelt title", b'{"titel": "New"}', JSON, "invalid_request", "titel"),
+    *((f"a JSON {kind}", raw, JSON, "invalid_request", None)
+      for kind, raw in (("array", b'["title"]'), ("string", b'"title"'), ("null", b"null"), ("number", b"1"))),
+    *((f"not JSON {raw!r}", raw, JSON, "bad_json", None)
+      for raw in (b"{not json", b"", b"\xff", b"[" * 3000, b'{"title": "\\ud800"}', b'{"title": NaN}')),
+    ("text/plain", b'{"title": "New"}', {"Content-Type": "text/plain"}, "unsupported_content_type", None),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "code", "param"), [row[1:] for row in BAD_PATCHES],
+                         ids=[row[0] for row in BAD_PATCHES])
+def test_patch_refuses_a_bad_body_and_keeps_the_old_title(body: bytes, headers: dict[str, str], code: str,
+                                                          param: str | None) -> None:
     async def test() -> None:
         async with serve(ScriptedEngine(["ok"])) as served, connect(served) as client:
             session = await ask(client, "Original")
-            path = f"/api/sessions/{session}"
-            bad_json: list[object] = [{"title": ""}, {"title": " \n\t "}, {"title": "x" * 201}, {"title": 5},
-                                      {"title": None}, {"title": ["a"]}, {}, ["title"], "title"]
-            for payload in bad_json:
-                status, body = await request_json(served, "PATCH", path, json=payload)
-                assert_error(status, body, 400)
-            for raw in ("{not json", "", "\xff"):
-                status, body = await request_json(served, "PATCH", path, data=raw.encode("latin-1"),
-                                                  headers={"Content-Type": "application/json"})
-                assert_error(status, body, 400)
+            status, error = await request_json(served, "PATCH", f"/api/sessions/{session}", data=body,
+                                               headers=headers)
+            assert_error(status, error, 400, code)
+            assert (error["error"]["type"], error["error"]["param"]) == ("invalid_request_error", param)
             assert (await sessions(served))[0]["title"] == "Original"
 
     run(test)
@@ -231,6 +247,25 @@ def test_unknown_session_is_404_for_get_patch_and_delete() -> None:
                 assert_error(status, body, 404, "unknown_session")
                 assert body["error"]["type"] == "not_found_error"
             assert await sessions(served) == []
+
+    run(test)
+
+
+ODD_IDS = ["x" * 4000, "洗手间", "..%2F..%2Fetc%2Fpasswd", "a%00b", "%ED%A0%80", "%FF", "' OR 1=1 --",
+           "%F0%9F%A7%B3"]
+
+
+@pytest.mark.parametrize("session", ODD_IDS, ids=[i[:20] for i in ODD_IDS])
+def test_odd_session_ids_are_404_for_every_method(session: str) -> None:
+    async def test() -> None:
+        async with serve(ScriptedEngine(["ok"])) as served, connect(served) as client:
+            kept = await ask(client, "Keep me")
+            path = "/api/sessions/" + session
+            for method, kwargs in (("GET", {}), ("PATCH", {"json": {"title": "New"}}), ("DELETE", {})):
+                status, body = await request_json(served, method, path, **kwargs)
+                assert_error(status, body, 404, "unknown_session")
+                assert len(body["error"]["message"]) < 200, "the error echoes an absurd id in full"
+            assert [(s["id"], s["title"]) for s in await sessions(served)] == [(kept, "Keep me")]
 
     run(test)
 

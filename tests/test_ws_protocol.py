@@ -161,7 +161,8 @@ def test_cancel_while_queued_never_runs() -> None:
             assert (await first.recv())["type"] == "token"
             await second.send(type="chat", text="me next")
             assert (await second.recv())["type"] == "session"
-            await eventually(lambda: engine.gate.waiting == 1)
+            assert await second.recv() == {"type": "queued", "position": 1}
+            assert engine.gate.waiting == 1
             await second.send(type="cancel")
             done = await second.recv()
             assert done["type"] == "done" and done["reason"] == "cancelled"

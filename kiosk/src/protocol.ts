@@ -31,6 +31,7 @@ export type ServerFrame =
   | DoneFrame
   | { type: 'session'; session: string }
   | { type: 'token'; text: string }
+  | { type: 'queued'; position: number }
   | { type: 'error'; code: string; message: string; retryAfter: number | null }
   | { type: 'reset'; session: string | null }
   | ({ type: 'voice' } & VoiceState)
@@ -91,6 +92,7 @@ const PARSERS: Record<string, (r: Raw) => ServerFrame> = {
   done: parseDone,
   session: (r) => ({ type: 'session', session: str(r.session) }),
   token: (r) => ({ type: 'token', text: str(r.text) }),
+  queued: (r) => ({ type: 'queued', position: Math.max(1, Math.floor(num(r.position) ?? 1)) }),
   error: (r) => ({ type: 'error', code: str(r.code, 'unknown'), message: str(r.message), retryAfter: num(r.retry_after) }),
   reset: (r) => ({ type: 'reset', session: typeof r.session === 'string' ? r.session : null }),
   voice: (r) => ({ type: 'voice', ...parseVoice(r) }),

@@ -116,6 +116,22 @@ describe('the kiosk page', () => {
     expect($('stop')).toBeNull()
   })
 
+  it('shows the place in line while the question waits, in both languages', async () => {
+    const socket = await mount()
+    await type('Where is the exit?')
+    socket.receive({ type: 'session', session: 'abc' })
+    socket.receive({ type: 'queued', position: 2 })
+    await flush()
+    expect($('queued')!.textContent).toBe('Waiting: 2 ahead')
+    setLanguage('zh')
+    socket.receive({ type: 'queued', position: 1 })
+    await flush()
+    expect($('queued')!.textContent).toBe('排队中：前面还有 1 位')
+    socket.receive({ type: 'token', text: 'Left' })
+    await flush()
+    expect($('queued')).toBeNull()
+  })
+
   it('sends on Enter but not during IME composition or with Shift', async () => {
     const socket = await mount()
     await type('你好', { isComposing: true })

@@ -74,6 +74,25 @@ describe('asking and streaming', () => {
     expect(chat.ask(state, '   ')).toEqual([])
   })
 
+  it('keeps the place in line while the question waits, and drops it when the answer starts', () => {
+    chat.ask(state, 'q')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'queued', position: 2 })
+    expect(last(state)).toMatchObject({ state: 'streaming', text: '', queuePosition: 2 })
+    recv(state, { type: 'queued', position: 1 })
+    expect(last(state).queuePosition).toBe(1)
+    recv(state, { type: 'token', text: 'Hi' })
+    expect(last(state).queuePosition).toBeUndefined()
+    recv(state, { type: 'queued', position: 3 }) // never sent by the daemon after a token; harmless
+    recv(state, DONE)
+    expect(last(state)).toMatchObject({ state: 'done', text: 'Hi' })
+  })
+
+  it('ignores a place in line with no question asked', () => {
+    recv(state, { type: 'queued', position: 1 })
+    expect(messages(state)).toEqual([])
+  })
+
   it('marks an answer cut by the length limit', () => {
     chat.ask(state, 'q')
     recv(state, { ...DONE, reason: 'length' })

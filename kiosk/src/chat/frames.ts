@@ -15,6 +15,7 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ClientFrame[] 
     case 'hello': onHello(state, frame); return []
     case 'session': onSession(state, frame.session); return []
     case 'token': onToken(state, frame.text); return []
+    case 'queued': onQueued(state, frame.position); return []
     case 'done': return onDone(state, frame)
     case 'error': return onError(state, frame.code, frame.retryAfter, frame.message)
     case 'reset': return clearConversation(state, false)
@@ -66,6 +67,12 @@ function beginQuestionless(state: ChatState): void {
   }
 }
 
+function onQueued(state: ChatState, position: number): void {
+  const flight = state.flight
+  const message = flight === null || flight.messageId === null ? undefined : findMessage(state, flight.messageId)
+  if (message) message.queuePosition = position
+}
+
 function onToken(state: ChatState, text: string): void {
   const flight = state.flight
   if (flight === null || flight.messageId === null) return
@@ -75,7 +82,10 @@ function onToken(state: ChatState, text: string): void {
     return
   }
   const message = findMessage(state, flight.messageId)
-  if (message) message.text += text
+  if (message) {
+    message.text += text
+    delete message.queuePosition
+  }
 }
 
 function onDone(state: ChatState, done: DoneFrame): ClientFrame[] {

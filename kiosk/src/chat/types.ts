@@ -21,6 +21,8 @@ export interface ChatMessage {
   stopping: boolean
   /** The answer hit the length limit (`done.reason == "length"`). */
   cut: boolean
+  /** While the question waits for the model: how many answers go before it (1: next). */
+  queuePosition?: number
   notice: Notice | null
 }
 
