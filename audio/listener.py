@@ -30,6 +30,8 @@ class ListenerEvents(Protocol):
 
     def wake(self) -> None: ...
 
+    def recognition_failed(self, reason: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class ListenerConfig:
@@ -100,13 +102,28 @@ class Listener:
             self._events.wake()
 
     async def _feed_utterance(self, utterance: UtteranceRecognizer, chunk: AudioChunk) -> None:
-        for transcript in await utterance.feed(chunk):
+        try:
+            transcripts = await utterance.feed(chunk)
+        except Exception as exc:  # Vosk failed on this question: drop it, but the microphone and model go on.
+            self._recognition_failed(utterance, exc)
+            return
+        for transcript in transcripts:
             if utterance is not self._utterance:
                 return  # Cancelled while the recognizer thread worked on this block.
             if transcript.final:
                 self._utterance = None
                 self._events.listening_changed(False)
             self._events.transcript(transcript)
+
+    def _recognition_failed(self, utterance: UtteranceRecognizer, exc: Exception) -> None:
+        _LOGGER.error("speech recognition failed mid-question; the question is dropped: %s", exc, exc_info=exc)
+        utterance.discard()
+        if utterance is self._utterance:
+            self._utterance = None
+            self._events.listening_changed(False)
+            # A final (empty) transcript, so the screen that asked stops waiting for one.
+            self._events.transcript(Transcript("", final=True, reason="failed"))
+        self._events.recognition_failed(str(exc))
 
 
 __all__ = ["AudioDeviceError", "Listener", "ListenerConfig", "ListenerEvents"]

@@ -124,6 +124,15 @@ class UtteranceRecognizer(_VoskWorker):
             self._queue(self._close_sync)
         super().close()
 
+    def discard(self) -> None:
+        """After a failure: drop the Vosk recognizer instead of giving a possibly broken one back for reuse."""
+        if not self._closed:
+            self._queue(self._drop_sync)
+        super().close()
+
+    def _drop_sync(self) -> None:
+        self._rec = None
+
     def _close_sync(self) -> None:
         if self._rec is not None and self._final is None:
             self._rec.FinalResult()  # an utterance cut short: finish it so that the next one starts afresh

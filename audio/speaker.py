@@ -5,8 +5,8 @@ synthesized in the synthesizer's worker thread as soon as it is complete, while 
 tasks, one owner: `AnswerSpeech` creates them and `stop()`/`wait()` cancel or await them.
 
 Events per sentence: `queued` (the text is complete and waits for its voice), `started` (its first sample went
-to the speaker), `finished` (it was played out), `stopped` (barge-in dropped it); then `done` (with no text)
-once the whole answer has been spoken.
+to the speaker), `finished` (it was played out), `stopped` (barge-in dropped it, or the voice failed on it and
+it was skipped); then `done` (with no text) once the whole answer has been spoken.
 """
 
 from __future__ import annotations
@@ -85,12 +85,14 @@ class AnswerSpeech:
 
     def __init__(self, voices: Voices, sink: SpeechSink, chunker: ChunkerConfig, on_event: SentenceEvent,
                  on_failure: Callable[[Exception], None] | None = None,
-                 on_first_synthesis: Callable[[bool], None] | None = None) -> None:
+                 on_first_synthesis: Callable[[bool], None] | None = None,
+                 on_sentence_failed: Callable[[Exception], None] | None = None) -> None:
         self._voices = voices
         self._sink = sink
         self._chunker = SentenceChunker(chunker)
         self._on_event = on_event
         self._on_failure = on_failure
+        self._on_sentence_failed = on_sentence_failed
         self._on_first_synthesis = on_first_synthesis
         self._texts: asyncio.Queue[str | None] = asyncio.Queue()
         self._audio: asyncio.Queue[tuple[str, AudioChunk, float] | None] = asyncio.Queue(maxsize=_AHEAD)
@@ -143,18 +145,26 @@ class AnswerSpeech:
         self._texts.put_nowait(text)
 
     async def _synthesize_all(self) -> None:
-        try:
-            first = True
-            while (text := await self._texts.get()) is not None:
-                began = time.perf_counter()
+        first = True
+        while (text := await self._texts.get()) is not None:
+            began = time.perf_counter()
+            try:
                 audio = await self._synthesize(text, first)
-                first = False
-                if audio.frames:
-                    await self._audio.put((text, audio, (time.perf_counter() - began) * 1000))
-        except Exception as exc:  # The text on screen goes on; only the voice gives up on this answer.
-            _LOGGER.error("speech synthesis failed, the rest of this answer is not spoken: %s", exc)
-            self.error = str(exc)
+            except Exception as exc:  # One sentence the voice cannot say (odd text, a Piper fault): the next may work.
+                self._sentence_failed(text, exc)
+                continue
+            first = False
+            if audio.frames:
+                await self._audio.put((text, audio, (time.perf_counter() - began) * 1000))
         await self._audio.put(None)
+
+    def _sentence_failed(self, text: str, exc: Exception) -> None:
+        if self.error is None:  # Once per answer: a voice that fails on every sentence would flood the log.
+            _LOGGER.error("speech synthesis failed on %r; that sentence is skipped: %s", text[:60], exc, exc_info=exc)
+        self.error = str(exc)
+        self._emit("stopped", text)
+        if self._on_sentence_failed is not None:
+            self._on_sentence_failed(exc)
 
     async def _synthesize(self, text: str, first: bool) -> AudioChunk:
         """The first sentence is the one the visitor waits for: the owner may give it the CPU meanwhile."""

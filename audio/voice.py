@@ -60,18 +60,42 @@ class VoiceEvents(Protocol):
 
 SourceOpener = Callable[[str, int], AudioSource]
 SinkOpener = Callable[[str, int], AudioSink]
+ModelLoader = Callable[[VoicePathConfig], Awaitable[SpeechModel]]
+VoicesLoader = Callable[[VoicePathConfig], Awaitable[Voices]]
+
+
+async def load_speech_model(config: VoicePathConfig) -> SpeechModel:
+    assert config.speech_model is not None
+    rc = config.listener.recognizer
+    return await SpeechModel.load(config.speech_model, max_active=rc.max_active, beam=rc.beam,
+                                  lattice_beam=rc.lattice_beam)
+
+
+async def load_voices(config: VoicePathConfig) -> Voices:
+    assert config.voice is not None
+    default = await Synthesizer.load(VoiceConfig(config.voice, threads=config.tts_threads))
+    zh = None
+    if config.voice_zh is not None:
+        zh = await Synthesizer.load(VoiceConfig(config.voice_zh, threads=config.tts_threads))
+    return Voices(default, zh)
 
 
 class VoiceService:
     def __init__(self, config: VoicePathConfig, events: VoiceEvents, *, source_opener: SourceOpener = open_source,
-                 sink_opener: SinkOpener = open_sink) -> None:
+                 sink_opener: SinkOpener = open_sink, model_loader: ModelLoader = load_speech_model,
+                 voices_loader: VoicesLoader = load_voices) -> None:
         self._config = config
         self._events = events
         self._open_source = source_opener
         self._open_sink = sink_opener
+        self._load_model = model_loader
+        self._load_voices = voices_loader
         self._state = VoiceState()
         self._input_problem: str | None = "starting"
         self._output_problem: str | None = "starting"
+        # Failures of one question or one sentence: shown in `detail` until that half works again, while the
+        # voice stays available (the device and the models are fine).
+        self._passing: dict[str, str] = {}
         self._listener: Listener | None = None
         self._model: SpeechModel | None = None
         self._loaded_voices: Voices | None = None
@@ -102,6 +126,7 @@ class VoiceService:
         if self._listener is None:
             return self._input_problem or "the microphone is not ready"
         self._listener.listen()
+        self._passed("input")
         return None
 
     async def stop_listening(self) -> None:
@@ -120,7 +145,8 @@ class VoiceService:
         if self._voices is None or self._sink is None:
             return None
         speech = AnswerSpeech(self._voices, self._sink, self._config.chunker, self._sentence_events(on_event),
-                              on_failure=self._playback_failed, on_first_synthesis=on_first_synthesis)
+                              on_failure=self._playback_failed, on_first_synthesis=on_first_synthesis,
+                              on_sentence_failed=self._sentence_failed)
         self._speech = speech
         return speech
 
@@ -138,12 +164,26 @@ class VoiceService:
     def _sentence_events(self, on_event: SentenceEvent) -> SentenceEvent:
         def relay(sentence: Sentence) -> None:
             on_event(sentence)
+            if sentence.state == "started":
+                self._passing.pop("output", None)
             self._publish()
         return relay
 
     def _playback_failed(self, exc: Exception) -> None:
         if isinstance(exc, AudioDeviceError):  # The speaker vanished: reopen it with back-off.
             self._output_failed.set()
+
+    def _sentence_failed(self, exc: Exception) -> None:
+        self._passing["output"] = f"speaker: a sentence could not be spoken ({exc})"
+        self._publish()
+
+    def _recognition_failed(self, reason: str) -> None:
+        self._passing["input"] = f"microphone: the question could not be recognized ({reason})"
+        self._publish()
+
+    def _passed(self, half: str) -> None:
+        if self._passing.pop(half, None) is not None:
+            self._publish()
 
     # ---- supervision ----
 
@@ -154,10 +194,12 @@ class VoiceService:
             try:
                 await run()
                 delay = self._config.retry_initial
-            except _FAILURES as exc:
+            except Exception as exc:  # Whatever a device or a model raises, the half is retried, never lost.
                 problem = f"{half}: {exc}"
                 if problem != last_problem:  # Logged once per distinct problem, not once per retry.
-                    _LOGGER.warning("voice %s unavailable (retrying with back-off): %s", half, exc)
+                    # An unexpected type gets its traceback: it is a bug or a library fault worth reading.
+                    _LOGGER.warning("voice %s unavailable (retrying with back-off): %s", half, exc,
+                                    exc_info=None if isinstance(exc, _FAILURES) else exc)
                     last_problem = problem
                 self._set_problem(half, f"{_PART[half]}: {exc}")
                 await asyncio.sleep(delay)
@@ -171,12 +213,10 @@ class VoiceService:
         try:
             await source.start()
             if self._model is None:
-                rc = self._config.listener.recognizer
-                self._model = await SpeechModel.load(self._config.speech_model, max_active=rc.max_active,
-                                                     beam=rc.beam, lattice_beam=rc.lattice_beam)
+                self._model = await self._load_model(self._config)
             model = self._model
-            self._listener = Listener(model, self._config.listener, _ListenerRelay(self._events, self._publish),
-                                      self.is_speaking)
+            relay = _ListenerRelay(self._events, self._publish, self._recognition_failed)
+            self._listener = Listener(model, self._config.listener, relay, self.is_speaking)
             self._set_problem("input", None)
             await self._listener.run(source)
         finally:
@@ -189,7 +229,7 @@ class VoiceService:
         if self._config.voice is None:
             raise SynthesizerError("no voice is configured (setting voice)")
         if self._loaded_voices is None:
-            self._loaded_voices = await self._load_voices()  # Once: the voices do not change, devices do.
+            self._loaded_voices = await self._load_voices(self._config)  # Once: the voices do not change, devices do.
         voices = self._loaded_voices
         sink = self._open_sink(self._config.output, self._config.output_rate or voices.default.sample_rate)
         try:
@@ -204,14 +244,6 @@ class VoiceService:
             self._voices, self._sink = None, None
             await sink.close()
 
-    async def _load_voices(self) -> Voices:
-        assert self._config.voice is not None
-        default = await Synthesizer.load(VoiceConfig(self._config.voice, threads=self._config.tts_threads))
-        zh = None
-        if self._config.voice_zh is not None:
-            zh = await Synthesizer.load(VoiceConfig(self._config.voice_zh, threads=self._config.tts_threads))
-        return Voices(default, zh)
-
     def _speech_error(self) -> str:
         return (self._speech.error if self._speech is not None else None) or "unknown error"
 
@@ -224,9 +256,10 @@ class VoiceService:
 
     def _publish(self) -> None:
         problems = [p for p in (self._input_problem, self._output_problem) if p]
+        passing = [self._passing[half] for half in sorted(self._passing)]
         state = VoiceState(available=not problems,
                            listening=self._listener is not None and self._listener.listening,
-                           speaking=self.is_speaking(), detail="; ".join(problems) or None)
+                           speaking=self.is_speaking(), detail="; ".join(problems + passing) or None)
         if state != self._state:
             self._state = state
             self._events.state_changed(state)
@@ -235,9 +268,10 @@ class VoiceService:
 class _ListenerRelay:
     """Listener events, passed on to the service's owner; a change of listening republishes the state."""
 
-    def __init__(self, events: VoiceEvents, publish: Callable[[], None]) -> None:
+    def __init__(self, events: VoiceEvents, publish: Callable[[], None], failed: Callable[[str], None]) -> None:
         self._events = events
         self._publish = publish
+        self.recognition_failed = failed
 
     def listening_changed(self, listening: bool) -> None:
         self._publish()

@@ -1,18 +1,21 @@
 """Answering a question within a stored conversation, so that no turn is ever lost or half-stored.
 
 The question is committed before the model starts; the answer is committed when it completes, or as
-"interrupted" with the text written so far when it is cancelled, the client leaves or the daemon stops. A
-question the model never started on (busy, too long, cancelled while waiting) is taken back.
+"interrupted" with the text written so far when it is cancelled, the client leaves, the model fails or the
+daemon stops. A question the model never started on (busy, too long, cancelled while waiting) is taken back.
+A turn the database refuses for now (locked, full) waits in memory and is saved later (see daemon.history);
+the conversation goes on meanwhile, with the waiting turns in the model's context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from daemon.engine import ChatEngine, Generation
-from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnStatus
+from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnRef, TurnStatus
 from daemon.messages import ChatMessage, Finished, GenerationRequest
 from daemon.settings import LiveSettings
 
@@ -44,6 +47,8 @@ class Conversations:
         self._live = settings
         self._engine = engine
         self._history = history
+        if settings.current.fault_history_max_pages:
+            history.limit_pages(settings.current.fault_history_max_pages)
 
     async def open(self, session: str | None) -> tuple[str, list[Turn]]:
         """A new session (None) or an existing one with its turns; raises NoSuchSession."""
@@ -51,59 +56,69 @@ class Conversations:
         def load(store: HistoryStore) -> tuple[str, list[Turn]]:
             if session is None:
                 return store.create_session(), []
-            return session, store.turns(session)
+            return session, store.turns(session) + store.pending_turns(session)
 
         return await self._history.run(load)
 
     async def answer(self, session: str, turns: Sequence[Turn], question: str, on_piece: OnPiece,
                      on_start: OnStart) -> Finished:
-        """Stream an answer through `on_piece`; `on_start` gets the running generation (None when done)."""
-        seq = await self._history.run(lambda s: s.add_turn(session, "user", question))
+        """Stream an answer through `on_piece`; `on_start` gets the running generation (None when done).
+
+        `Finished.stored` is False when the answer (or a turn before it) waits in memory to be saved."""
+        asked = await self._history.append(session, "user", question, request_id=session)
         settings = self._live.current  # read per question: a reload applies to the next one
         messages = prompt_messages(settings.system_prompt, turns, question)
         request = GenerationRequest(messages, settings.sampling(), request_id=session,
                                     conversation=session)
         generation: Generation | None = None
+        written: list[str] = []  # what reached the client: kept when the model fails and leaves no result
         try:
             generation = self._engine.generate(request)
             async with generation:
                 on_start(generation)
                 async for piece in generation:
+                    written.append(piece)
                     await on_piece(piece)
         except BaseException as exc:
-            await self._settle(session, seq, generation, cancelled=isinstance(exc, asyncio.CancelledError))
+            await self._settle(session, asked, generation, "".join(written),
+                               cancelled=isinstance(exc, asyncio.CancelledError))
             raise
         finally:
             on_start(None)
         finished = generation.result
         assert finished is not None
+        return await self._store_answer(session, request.request_id, finished)
+
+    async def _store_answer(self, session: str, request_id: str, finished: Finished) -> Finished:
         status: TurnStatus = "complete" if finished.reason != "cancelled" else "interrupted"
+        stored = True
         try:
-            await self._history.run(lambda s: s.add_turn(session, "assistant", finished.text, status))
+            ref = await self._history.append(session, "assistant", finished.text, status, request_id=request_id)
+            stored = ref.stored
         except NoSuchSession:  # Deleted (DELETE /api/sessions/{id}) while the answer was being written.
             _LOGGER.info("session %s was deleted while answering; its answer is not stored", session)
         t = finished.timings
-        _LOGGER.info("answered in session %s: %s, %d tokens, first token after %.0f ms, %.1f tokens/s", session,
+        _LOGGER.info("answered in session %s: %s, %d tokens, first token after %.0f ms, %.1f tokens/s%s", session,
                      finished.reason, finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s,
-                     extra={"SESSION_ID": session, "REQUEST_ID": request.request_id, "FINISH_REASON": finished.reason,
+                     "" if stored else " (not saved yet)",
+                     extra={"SESSION_ID": session, "REQUEST_ID": request_id, "FINISH_REASON": finished.reason,
                             "TTFT_MS": round(t.ttft_ms, 1), "QUEUE_MS": round(t.queue_ms, 1),
                             "TOKENS_PER_S": round(t.tokens_per_s, 1),
-                            "COMPLETION_TOKENS": finished.usage.completion_tokens})
-        return finished
+                            "COMPLETION_TOKENS": finished.usage.completion_tokens, "STORED": stored})
+        return finished if stored else dataclasses.replace(finished, stored=False)
 
-    async def _settle(self, session: str, seq: int, generation: Generation | None, *, cancelled: bool) -> None:
+    async def _settle(self, session: str, asked: TurnRef, generation: Generation | None, text: str, *,
+                      cancelled: bool) -> None:
         """After a failure or cancellation: keep what the model wrote, or take the question back."""
         started = generation is not None and generation.started
-        text = generation.result.text if generation is not None and generation.result else ""
-
-        def settle(store: HistoryStore) -> None:
-            if text or (cancelled and started):
-                store.add_turn(session, "assistant", text, "interrupted")
-            else:
-                store.remove_turn(session, seq)
-
+        if generation is not None and generation.result is not None:
+            text = generation.result.text
         try:
-            await asyncio.shield(self._history.run(settle))
+            if text or (cancelled and started):
+                await asyncio.shield(self._history.append(session, "assistant", text, "interrupted",
+                                                          request_id=session))
+            else:
+                await asyncio.shield(self._history.run(lambda store: store.take_back(session, asked)))
         except NoSuchSession:
             _LOGGER.info("session %s was deleted while it was answering", session)
         except Exception:

@@ -2,6 +2,10 @@
 
 One connection, used only from the store's own thread (the async wrapper `History` hands every call to it),
 in WAL mode with synchronous=FULL so that a committed turn survives a killed process or a power cut.
+
+A turn the database refuses for now (locked by another process, disk full, I/O error) is not lost: it is kept
+in memory, in order, and written by `History`'s retry with back-off as soon as the database accepts it again;
+every later turn waits behind it, so the stored order is always the order of the conversation.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -23,6 +28,12 @@ T = TypeVar("T")
 
 TurnStatus = Literal["complete", "interrupted"]
 TITLE_CHARS = 60
+
+BUSY_TIMEOUT_MS = 5000  # reads, sessions and the rest wait this long for another process's lock
+TURN_WRITE_WAIT_MS = 1000  # a turn waits less: the answer's `done` (and its last spoken words) wait for it
+RETRY_WAIT_MS = 50  # a retry must not hold the store's thread (and every reader behind it) for long
+SHUTDOWN_WAIT_MS = 2000  # the last attempt before the daemon exits
+MAX_PENDING = 200  # turns kept in memory at most; beyond this, new questions are refused (answers always kept)
 
 # Each entry moves the schema from version i to i + 1; PRAGMA user_version records where a file stands.
 MIGRATIONS: tuple[str, ...] = (
@@ -54,6 +65,40 @@ class HistoryError(Exception):
 
 class NoSuchSession(KeyError):
     pass
+
+
+@dataclass(eq=False)
+class PendingTurn:
+    """A turn the database did not accept yet; compared by identity, so a question can be taken back."""
+
+    session: str
+    role: Literal["user", "assistant"]
+    content: str
+    status: TurnStatus
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TurnRef:
+    """Where an appended turn went: stored under `seq`, or kept in memory (`pending`) until it can be; `failure`
+    says why the database refused this very turn (None when it only waits behind earlier unsaved turns), and
+    `waiting` how many turns are kept in memory, this one included."""
+
+    seq: int = 0
+    pending: PendingTurn | None = None
+    failure: str | None = None
+    waiting: int = 0
+
+    @property
+    def stored(self) -> bool:
+        return self.pending is None
+
+
+@dataclass
+class FlushResult:
+    saved: int = 0
+    left: list[PendingTurn] = field(default_factory=list)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +134,12 @@ class HistoryStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._pending: deque[PendingTurn] = deque()
+        self.pending_error = ""  # why the database refused the oldest waiting turn, last time it was tried
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_MS / 1000)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -117,10 +165,25 @@ class HistoryStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (SQLITE_FULL); a second ROLLBACK would hide the cause.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+    @contextmanager
+    def _busy_wait(self, ms: int) -> Iterator[None]:
+        self._db.execute(f"PRAGMA busy_timeout={int(ms)}")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def limit_pages(self, pages: int) -> None:
+        """Fault injection (setting fault_history_max_pages): a database that cannot grow beyond `pages` pages
+        fails like a full disk (SQLITE_FULL) for this connection."""
+        self._db.execute(f"PRAGMA max_page_count={int(pages)}")
 
     def close(self) -> None:
         self._db.close()
@@ -134,9 +197,10 @@ class HistoryStore:
     def exists(self, session: str) -> bool:
         return self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session,)).fetchone() is not None
 
-    def add_turn(self, session: str, role: str, content: str, status: TurnStatus = "complete") -> int:
+    def add_turn(self, session: str, role: str, content: str, status: TurnStatus = "complete",
+                 at: float | None = None) -> int:
         """Append a turn in one transaction; the first user turn also names the session."""
-        now = time.time()
+        now = time.time() if at is None else at
         with self._transaction():
             row = self._db.execute("SELECT title, (SELECT COALESCE(MAX(seq), 0) FROM turns WHERE session_id = ?) "
                                    "FROM sessions WHERE id = ?", (session, session)).fetchone()
@@ -149,6 +213,61 @@ class HistoryStore:
                 title = title_from(content)
             self._db.execute("UPDATE sessions SET updated_at = ?, title = ? WHERE id = ?", (now, title, session))
         return seq
+
+    def append_turn(self, session: str, role: Literal["user", "assistant"], content: str,
+                    status: TurnStatus = "complete") -> TurnRef:
+        """Append a turn, or keep it in memory when the database refuses it for now (see the module doc).
+
+        Raises NoSuchSession, and HistoryError for a question when MAX_PENDING turns already wait."""
+        turn = PendingTurn(session, role, content, status, time.time())
+        if self._pending and self.flush_pending().left:
+            return self._keep(turn, None)
+        try:
+            with self._busy_wait(TURN_WRITE_WAIT_MS):
+                return TurnRef(seq=self.add_turn(session, role, content, status, at=turn.created_at))
+        except sqlite3.OperationalError as exc:  # locked, full, I/O error: may pass; anything else is a bug
+            return self._keep(turn, str(exc))
+
+    def _keep(self, turn: PendingTurn, failure: str | None) -> TurnRef:
+        if turn.role == "user" and len(self._pending) >= MAX_PENDING:
+            raise HistoryError(f"{len(self._pending)} turns are waiting to be saved; the history database "
+                               f"refuses writes ({failure or self.pending_error})")
+        self._pending.append(turn)
+        if failure is not None:
+            self.pending_error = failure
+        return TurnRef(pending=turn, failure=failure, waiting=len(self._pending))
+
+    def flush_pending(self, wait_ms: int = RETRY_WAIT_MS) -> FlushResult:
+        """Write the waiting turns in order; stop at the first the database still refuses."""
+        result = FlushResult()
+        while self._pending:
+            turn = self._pending[0]
+            try:
+                with self._busy_wait(wait_ms):
+                    self.add_turn(turn.session, turn.role, turn.content, turn.status, at=turn.created_at)
+                result.saved += 1
+            except NoSuchSession:  # Deleted (DELETE /api/sessions/{id}) while its turn waited: nothing to keep.
+                _LOGGER.info("session %s was deleted; its waiting %s turn is dropped", turn.session, turn.role)
+            except sqlite3.OperationalError as exc:
+                self.pending_error = result.error = str(exc)
+                break
+            self._pending.popleft()
+        result.left = list(self._pending)
+        return result
+
+    def pending_turns(self, session: str) -> list[Turn]:
+        """The session's turns still waiting to be saved, numbered after its stored ones."""
+        waiting = [t for t in self._pending if t.session == session]
+        base = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM turns WHERE session_id = ?",
+                                    (session,)).fetchone()[0])
+        return [Turn(base + i, t.role, t.content, t.status, t.created_at) for i, t in enumerate(waiting, 1)]
+
+    def take_back(self, session: str, ref: TurnRef) -> None:
+        """Take back a question that never got to the model, stored or still waiting."""
+        if ref.pending is None:
+            self.remove_turn(session, ref.seq)
+        elif ref.pending in self._pending:
+            self._pending.remove(ref.pending)
 
     def remove_turn(self, session: str, seq: int) -> None:
         """Take back a question that never got to the model (busy, too long), so nothing is half-stored."""
@@ -200,11 +319,18 @@ class HistoryStore:
 
 
 class History:
-    """The async face of HistoryStore: every call runs on the store's single thread, never on the loop."""
+    """The async face of HistoryStore: every call runs on the store's single thread, never on the loop.
+
+    It also owns the retry of turns the database refused (see the module doc): back-off from RETRY_FIRST to
+    RETRY_MAX seconds while any wait, and one last attempt when it closes."""
+
+    RETRY_FIRST = 0.5
+    RETRY_MAX = 5.0
 
     def __init__(self, store: HistoryStore, executor: ThreadPoolExecutor) -> None:
         self.store = store
         self._executor = executor
+        self._retry: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> History:
@@ -217,9 +343,57 @@ class History:
             raise
         return cls(store, executor)
 
+    def limit_pages(self, pages: int) -> None:
+        self._executor.submit(self.store.limit_pages, pages)  # on the store's thread, ahead of later calls
+
     async def run(self, call: Callable[[HistoryStore], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, self.store)
 
+    async def append(self, session: str, role: Literal["user", "assistant"], content: str,
+                     status: TurnStatus = "complete", *, request_id: str = "") -> TurnRef:
+        """Append a turn (HistoryStore.append_turn); one that must wait is retried in the background."""
+        ref = await self.run(lambda store: store.append_turn(session, role, content, status))
+        if ref.stored:
+            return ref
+        context = {"SESSION_ID": session, "REQUEST_ID": request_id or session}
+        if ref.failure is not None:  # The first refusal of an outage: said once, with what and where.
+            _LOGGER.warning("the history database refused the %s turn of session %s (request %s): %s; keeping it "
+                            "in memory and retrying until it is saved", _what(role, status), session,
+                            request_id or session, ref.failure, extra=context)
+        else:
+            _LOGGER.info("the %s turn of session %s waits behind %d unsaved turn(s)", _what(role, status), session,
+                         ref.waiting - 1, extra=context)
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_until_saved(), name="history-retry")
+        return ref
+
+    async def _retry_until_saved(self) -> None:
+        started, delay = time.monotonic(), self.RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            result = await self.run(HistoryStore.flush_pending)
+            if not result.left:
+                _LOGGER.info("the history database accepts writes again: every waiting turn is saved (%.1f s after "
+                             "the first refusal)", time.monotonic() - started)
+                return
+            _LOGGER.debug("history retry: %d turn(s) still waiting: %s", len(result.left), result.error)
+            delay = min(delay * 2, self.RETRY_MAX)
+
     async def close(self) -> None:
+        """One last attempt at the waiting turns (the daemon is stopping), then close the store."""
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+        result = await self.run(lambda store: store.flush_pending(SHUTDOWN_WAIT_MS))
+        if result.saved:
+            _LOGGER.info("saved %d waiting turn(s) before stopping", result.saved)
+        if left := result.left:
+            where = ", ".join(f"{t.session} ({_what(t.role, t.status)}, {len(t.content)} chars)" for t in left)
+            _LOGGER.error("stopping with %d turn(s) the history database did not accept (%s); they are lost: %s",
+                          len(left), result.error, where)
         await self.run(HistoryStore.close)
         self._executor.shutdown(wait=True)
+
+
+def _what(role: str, status: str) -> str:
+    return "question" if role == "user" else "answer" if status == "complete" else "interrupted answer"

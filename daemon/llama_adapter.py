@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +14,9 @@ import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from daemon.messages import ChatMessage, FinishReason, Sampling
+from daemon.messages import ChatMessage, EngineError, FinishReason, Sampling
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class CountingLlama(Llama):
@@ -22,8 +25,16 @@ class CountingLlama(Llama):
     evaluated = 0
     on_progress: Callable[[], None] | None = None
     """Called before and after every evaluation, so a watchdog can tell a long prompt from a hang."""
+    fault_countdown: int | None = None
+    """Fault injection (setting fault_engine_raise): evaluations left before one fails; None: disarmed."""
+    fault_spent = False
 
     def eval(self, tokens: Sequence[int]) -> None:
+        if self.fault_countdown is not None:
+            self.fault_countdown -= 1
+            if self.fault_countdown <= 0:
+                self.fault_countdown, self.fault_spent = None, True
+                raise RuntimeError("llama_decode returned -1 (fault injected by setting fault_engine_raise)")
         self.evaluated += len(tokens)
         if self.on_progress is not None:
             self.on_progress()
@@ -66,11 +77,17 @@ def make_renderer(llm: CountingLlama, fallback_template: str) -> Callable[[Seque
 
 
 class Decoder:
-    """Iterates the bytes of each sampled token, checking cancellation once per token."""
+    """Iterates the bytes of each sampled token, checking cancellation once per token.
+
+    When llama.cpp fails mid-answer the model's context is reset (it may hold a half-evaluated batch) and an
+    EngineError is raised: the text handed out so far stays with the caller, and the next answer starts clean.
+    """
 
     def __init__(self, llm: CountingLlama, prompt: list[int], sampling: Sampling,
-                 cancel: threading.Event, budget: int) -> None:
+                 cancel: threading.Event, budget: int, request_id: str = "", fault_after: int = 0) -> None:
         self._llm = llm
+        self._request_id = request_id
+        self._fault_after = fault_after
         self._prompt = prompt
         self._sampling = sampling
         self._cancel = cancel
@@ -97,12 +114,23 @@ class Decoder:
             llm.set_seed(s.seed)
         llm.evaluated = 0
         started = time.perf_counter()
+        if self._fault_after and not llm.fault_spent:
+            llm.fault_countdown = self._fault_after + 1  # the prompt's evaluation, then one per answer token
         tokens = llm.generate(self._prompt, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty, reset=True)
         try:
             yield from self._sample(tokens, started)
+        except Exception as exc:
+            raise self._failed(exc) from exc
         finally:
             tokens.close()
+            llm.fault_countdown = None  # an answer that ended before the fault point re-arms it for the next
+
+    def _failed(self, exc: Exception) -> EngineError:
+        self._llm.reset()  # type: ignore[no-untyped-call]
+        _LOGGER.error("the model failed after %d tokens of answer %s; its context was reset", self.completion_tokens,
+                      self._request_id or "-", exc_info=exc, extra={"REQUEST_ID": self._request_id})
+        return EngineError(f"the model failed while writing the answer: {exc}")
 
     def _sample(self, tokens: Iterator[int], started: float) -> Iterator[bytes]:
         llm = self._llm

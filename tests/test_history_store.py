@@ -108,3 +108,50 @@ def test_a_taken_back_question_leaves_nothing(store: HistoryStore) -> None:
     assert store.turns(session) == []
     assert store.summary(session).title == ""
     assert store.sessions() == []
+
+
+def locked(path: Path) -> sqlite3.Connection:
+    """Another process's write transaction on the file (SQLITE_BUSY for the store until it commits)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    return other
+
+
+def test_turns_refused_by_a_locked_database_wait_in_order_and_are_saved_later(store: HistoryStore) -> None:
+    a, b = store.create_session(), store.create_session()
+    store.add_turn(a, "user", "Q1")
+    other = locked(store.path)
+    began = time.monotonic()
+    first = store.append_turn(a, "assistant", "A1")
+    assert time.monotonic() - began < 2.5, "a turn does not wait the full busy timeout"
+    assert not first.stored and first.failure and "locked" in first.failure
+    behind = store.append_turn(b, "user", "Q2")  # another session, still behind the first
+    question = store.append_turn(a, "user", "never asked")
+    assert behind.failure is None and behind.waiting == 2
+    assert [t.content for t in store.pending_turns(a)] == ["A1", "never asked"]
+    assert [t.seq for t in store.pending_turns(a)] == [2, 3]
+    store.take_back(a, question)  # the model never started on it
+    assert store.flush_pending().left == [first.pending, behind.pending]
+    other.execute("COMMIT")
+    result = store.flush_pending()
+    assert result.saved == 2 and result.left == []
+    assert [(t.seq, t.content) for t in store.turns(a)] == [(1, "Q1"), (2, "A1")]
+    assert [t.content for t in store.turns(b)] == ["Q2"] and store.summary(b).title == "Q2"
+    assert store.append_turn(a, "user", "Q3").seq == 3
+
+
+def test_a_full_queue_refuses_questions_but_keeps_answers(store: HistoryStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("daemon.history.MAX_PENDING", 2)
+    session = store.create_session()
+    gone = store.create_session()
+    other = locked(store.path)
+    store.append_turn(session, "user", "Q1")
+    store.append_turn(gone, "assistant", "for a deleted session")
+    with pytest.raises(HistoryError, match="2 turns are waiting"):
+        store.append_turn(session, "user", "Q2")
+    assert not store.append_turn(session, "assistant", "A1").stored
+    other.execute("DELETE FROM sessions WHERE id = ?", (gone,))
+    other.execute("COMMIT")
+    assert store.flush_pending().left == []  # the deleted session's turn is dropped, the rest saved
+    assert [t.content for t in store.turns(session)] == ["Q1", "A1"]

