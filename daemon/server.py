@@ -118,6 +118,9 @@ async def _watchdog(engine: LlamaEngine, notifier: Notifier, stall_limit: float)
 LIVE_SETTINGS = frozenset({
     "system_prompt", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "idle_reset",
     "max_question_chars", "suggestions", "retry_after", "log_level", "model_alias", "context_cache",
+    # Read per request or per new connection:
+    "max_connections", "max_generations_per_client", "max_generation_seconds", "ws_frames_per_second",
+    "ws_flood_seconds",
     *MODEL_SETTINGS,
 })
 
