@@ -29,7 +29,7 @@ from daemon.history import HistoryError, NoSuchSession, Turn
 from daemon.messages import Busy, EngineError, Finished, Timings, Usage
 from daemon.openai_schema import ApiError
 from daemon.screen_voice import ScreenVoice
-from daemon.voice_link import is_local
+from daemon.security import is_loopback
 from daemon.ws_flow import FrameRate, QueueReporter, Verdict
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ async def websocket_chat(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)  # Counted from before the upgrade, so handshakes at the same moment cannot pass the bound.
     try:
         await ws.prepare(request)
-        await _converse(ws, app, is_local(request.remote))
+        await _converse(ws, app, is_loopback(request.remote))
     finally:
         sockets.discard(ws)
     return ws

