@@ -20,6 +20,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -284,9 +285,9 @@ class Host:
     key: Path
 
     def ssh(self, *command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run `command` on the host as root over SSH (as Ansible does)."""
+        """Run `command` (an argv: quoted for the remote shell) on the host as root over SSH."""
         result = subprocess.run(
-            ["ssh", *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.ssh_port), "root@127.0.0.1", *command],
+            ["ssh", *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.ssh_port), "root@127.0.0.1", shlex.join(command)],
             capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"ssh {' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -37,6 +37,7 @@ MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 GOOD_VERSION = "0.1.0"
 BROKEN_VERSION = "0.2.0"
 SCREEN_TIMEOUT_S = 90
+API_TOKEN = "converge-token-5f0c9a7e1d3b46c2a8e4"
 
 
 @dataclass
@@ -96,6 +97,7 @@ def site() -> Iterator[Site]:
             "kioskd_daemon_speech_model": "/var/lib/kioskd/voice/vosk-ko",
             "kioskd_daemon_ready_retries": 60,
             "kioskd_daemon_ready_delay": 2,
+            "kioskd_daemon_api_token": API_TOKEN,
             # The model: SmolLM2 from the mirror, checked against its real sha256.
             "kioskd_model_filename": model.name,
             "kioskd_model_url": f"{mirror_url}/models/{model.name}",
@@ -137,6 +139,12 @@ def test_first_run_provisions_a_ready_kiosk_and_the_second_changes_nothing(site:
                                                                               .replace("piper-en", "voice"))
     config = site.host.ssh("cat", "/etc/kioskd/config.toml").stdout
     assert 'model = "/var/lib/kioskd/models/current.gguf"' in config and f"port = {site.daemon_port}" in config
+    # The API token: in its own file that only root and the daemon's group read, never in the play's output.
+    assert 'api_token_file = "/etc/kioskd/api_token"' in config and API_TOKEN not in config
+    assert site.host.ssh("stat", "-c", "%U:%G %a", "/etc/kioskd/api_token").stdout.split() == ["root:kioskd", "640"]
+    assert API_TOKEN not in output
+    journal = site.host.ssh("journalctl", "-u", "kioskd.service", "--no-pager", "-o", "cat").stdout
+    assert "api_token_file" not in journal, journal[-2000:]  # read without complaint
 
     enabled = site.host.ssh("systemctl", "is-enabled", "kiosk-browser.service", check=False).stdout.strip()
     assert enabled == "enabled"
