@@ -361,8 +361,9 @@ def boot(root: Path, name: str, log: Path) -> Iterator[Host]:
         _stop(nspawn, root)
 
 
-def write_inventory(path: Path, host: Host) -> Path:
-    inventory = {"kiosks": {"hosts": {host.name: {
+def write_inventory(path: Path, hosts: dict[Host, dict[str, object]]) -> Path:
+    """The `kiosks` group: each booted host with its SSH access and its own host variables."""
+    entries = {host.name: {
         "ansible_host": "127.0.0.1",
         "ansible_port": host.ssh_port,
         "ansible_user": "root",
@@ -371,8 +372,9 @@ def write_inventory(path: Path, host: Host) -> Path:
         # Root already; a minbase root has no sudo.
         "ansible_become": False,
         "ansible_python_interpreter": "/usr/bin/python3",
-    }}}}
-    path.write_text(json.dumps(inventory, indent=2))  # JSON is YAML
+        **host_vars,
+    } for host, host_vars in hosts.items()}
+    path.write_text(json.dumps({"kiosks": {"hosts": entries}}, indent=2))  # JSON is YAML
     return path
 
 
@@ -395,11 +397,15 @@ def run_playbook(inventory: Path, extra_vars: Path, log: Path, timeout: float = 
     return result
 
 
-def recap(output: str, host: str) -> dict[str, int]:
-    """The PLAY RECAP counters of `host` (ok, changed, unreachable, failed, skipped, rescued, ignored)."""
-    lines = output.split("PLAY RECAP", 1)[-1].splitlines()
-    for line in lines:
+def recaps(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counters (ok, changed, unreachable, failed, skipped, rescued, ignored) of every host that
+    took part in the run."""
+    found = {}
+    for line in output.split("PLAY RECAP", 1)[-1].splitlines():
         name, _, counters = line.partition(":")
-        if name.strip() == host:
-            return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counters)}
-    raise AssertionError(f"no PLAY RECAP line for {host} in:\n{output[-4000:]}")
+        pairs = re.findall(r"(\w+)=(\d+)", counters)
+        if name.strip() and pairs:
+            found[name.strip()] = {key: int(value) for key, value in pairs}
+    if not found:
+        raise AssertionError(f"no PLAY RECAP in:\n{output[-4000:]}")
+    return found
