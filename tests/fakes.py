@@ -146,24 +146,32 @@ class Served:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.urls[0]
+
+    @property
+    def urls(self) -> list[str]:
+        """The base URL of each address served, in the order of `serve`'s `hosts`."""
+        return [f"http://{host}:{port}" for host, port, *_ in self.runner.addresses]
 
 
 @asynccontextmanager
-async def serve(engine: ChatEngine, **settings: object) -> AsyncIterator[Served]:
-    """The real app on 127.0.0.1 at a free port, set up as daemon.server does; `settings` as in load_settings."""
+async def serve(engine: ChatEngine, hosts: tuple[str, ...] = ("127.0.0.1",), **settings: object
+                ) -> AsyncIterator[Served]:
+    """The real app on each of `hosts` (a free port each; `url` is the first's), set up as daemon.server does;
+    `settings` as in load_settings."""
     with tempfile.TemporaryDirectory(prefix="kioskd-test-") as state_dir:
         app = create_app(load_settings({"state_dir": state_dir, "voice": False, **settings}, environ={}), engine)
-        async with _serve_app(app) as served:
+        async with _serve_app(app, hosts) as served:
             yield served
 
 
 @asynccontextmanager
-async def _serve_app(app: web.Application) -> AsyncIterator[Served]:
+async def _serve_app(app: web.Application, hosts: tuple[str, ...]) -> AsyncIterator[Served]:
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        for host in hosts:
+            await web.TCPSite(runner, host, 0).start()
         app[LISTENING].set()
         yield Served(app, runner, runner.addresses[0][1])
     finally:

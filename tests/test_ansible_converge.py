@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.models.download import sha256_file
 from tests import ansible_host
 from tests.conftest import TEST_MODEL, free_port, pulled_model
 
@@ -120,7 +121,7 @@ def site() -> Iterator[Site]:
     except ansible_host.HostUnavailable as exc:
         pytest.skip(str(exc))
     model = pulled_model(TEST_MODEL)
-    assert ansible_host.sha256(model) == MODEL_SHA256
+    assert sha256_file(model) == MODEL_SHA256
     mirror = work / "mirror"
     release = ansible_host.build_mirror(mirror, model)
     voice = ansible_host.add_voice_assets(mirror)

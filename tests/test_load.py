@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Daemon
+from tests.wsclient import ask
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -83,27 +84,6 @@ class HealthProbe(threading.Thread):
         conn.close()
 
 
-async def _one_answer(ws: aiohttp.ClientWebSocketResponse, session: str | None, question: str
-                      ) -> tuple[str | None, str, dict[str, Any] | None]:
-    """Ask once; (session, text so far, the error frame if it was refused or failed)."""
-    await ws.send_str(json.dumps({"type": "chat", "session": session, "text": question}))
-    text: list[str] = []
-    while True:
-        msg = await ws.receive(timeout=DEADLINE_S)
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            return session, "".join(text), {"code": "connection", "message": repr(msg)}
-        frame = json.loads(msg.data)
-        if frame["type"] == "session":
-            session = frame["session"]
-        elif frame["type"] == "token":
-            text.append(frame["text"])
-        elif frame["type"] == "done":
-            return session, "".join(text), None
-        elif frame["type"] == "error":
-            return session, "".join(text), frame
-        # hello, voice, queued...: not needed here.
-
-
 async def _client(url: str, number: int, log: ClientLog, deadline: float) -> None:
     async with aiohttp.ClientSession() as http, http.ws_connect(url + "/ws", heartbeat=None) as ws:
         session: str | None = None
@@ -113,10 +93,11 @@ async def _client(url: str, number: int, log: ClientLog, deadline: float) -> Non
                 if time.monotonic() > deadline:
                     log.errors.append(f"client {number}: deadline before question {turn + 1}")
                     return
-                session, text, error = await _one_answer(ws, session, question)
+                answer = await ask(ws, question, session=session, limit_s=DEADLINE_S)
+                session, error = answer.session or session, answer.error
                 if error is None:
-                    assert session is not None
-                    log.answers.append((session, question, text))
+                    assert session is not None and answer.done is not None
+                    log.answers.append((session, question, answer.text))
                     break
                 if error.get("code") == "busy":
                     log.refusals["busy"] += 1

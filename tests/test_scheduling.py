@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from daemon.app import create_app
-from daemon.appkeys import LISTENING
 from daemon.engine import Emit, Generation
 from daemon.gate import ModelGate
 from daemon.messages import Finished, Timings, Usage
-from daemon.settings import load_settings
-from tests.conftest import Daemon
+from tests.conftest import Daemon, lan_address
 from tests.fakes import ScriptedEngine, serve
 from tests.test_ws_protocol import LONG, STEP, Client, Frame, connect, eventually, run, text_of, w
 
@@ -156,35 +149,8 @@ def test_the_daemon_stops_long_answers_at_max_generation_seconds(test_model: Pat
 
 # ---- one answer at a time per HTTP client ----
 
-def outside_address() -> str | None:
-    """This machine's address on its network (not loopback), when it has one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # No packet is sent: this only picks the outgoing interface.
-            address = str(probe.getsockname()[0])
-        except OSError:
-            return None
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
-
-
-@asynccontextmanager
-async def serve_on(hosts: tuple[str, ...], engine: ScriptedEngine, **settings: object) -> AsyncIterator[list[str]]:
-    """The real app listening on each of `hosts` (one free port each); their base URLs."""
-    with tempfile.TemporaryDirectory(prefix="kioskd-test-") as state_dir:
-        app = create_app(load_settings({"state_dir": state_dir, "voice": False, **settings}, environ={}), engine)
-        runner = web.AppRunner(app, handler_cancellation=True)
-        await runner.setup()
-        try:
-            for host in hosts:
-                await web.TCPSite(runner, host, 0).start()
-            app[LISTENING].set()
-            yield [f"http://{host}:{port}" for host, port, *_ in runner.addresses]
-        finally:
-            await runner.cleanup()
-
-
 def test_a_network_client_gets_429_for_a_second_answer_and_loopback_is_exempt() -> None:
-    outside = outside_address()
+    outside = lan_address()
     if outside is None:
         pytest.skip("this machine has no network address other than loopback")
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -192,8 +158,9 @@ def test_a_network_client_gets_429_for_a_second_answer_and_loopback_is_exempt() 
 
     async def test() -> None:
         engine = ScriptedEngine(LONG, delay=0.01)
-        async with serve_on((outside, "127.0.0.1"), engine, api_token=token) as (remote, local), \
+        async with serve(engine, hosts=(outside, "127.0.0.1"), api_token=token) as served, \
                 aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            remote, local = served.urls
             async with http.post(remote + "/v1/chat/completions", json=body) as first:
                 assert first.status == 200
                 await w(first.content.readline())  # The answer is being written for the network client.

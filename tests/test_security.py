@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -22,31 +21,11 @@ import pytest
 from daemon.kiosk_page import CONTENT_SECURITY_POLICY
 from daemon.security import configured_token, is_loopback
 from daemon.settings import describe, load_settings
-from tests.conftest import Daemon, start_daemon
+from tests.conftest import Daemon, lan_address, start_daemon
 
 TOKEN = "kioskd-test-token-" + base64.b32encode(os.urandom(10)).decode()  # unique: found only if it leaked
 NEAR_MISS = TOKEN[:-1] + ("A" if TOKEN[-1] != "A" else "B")
 ALLOWED = "http://kiosk.example:8080"
-
-
-def lan_address() -> str | None:
-    """An IPv4 address of this machine that is not loopback and that a socket can bind, or None."""
-    candidates = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
-        probe.connect(("198.51.100.1", 9))  # UDP connect sends nothing; it only picks the outgoing address
-        candidates.append(probe.getsockname()[0])
-    with contextlib.suppress(OSError):
-        candidates += socket.gethostbyname_ex(socket.gethostname())[2]
-    for address in candidates:
-        if is_loopback(address):
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((address, 0))
-            except OSError:
-                continue
-        return address
-    return None
 
 
 LAN = lan_address()
