@@ -10,11 +10,12 @@ required from other machines) does not name a client: all of a deployment's call
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from aiohttp import web
 
 from daemon.appkeys import ENGINE, SETTINGS
+from daemon.gate import TooManyGenerations
 from daemon.openai_schema import ApiError
 from daemon.security import is_loopback
 
@@ -28,8 +29,11 @@ def client_generation(request: web.Request) -> Iterator[None]:
         yield
         return
     client, slots = request.remote or "unknown", request.app[ENGINE].gate.clients
-    if slots.active(client) >= limit:
-        raise ApiError(429, f"this client already has {slots.active(client)} answer(s) running or waiting; "
-                            "wait for it to finish", code="generation_in_progress", kind="rate_limit_error")
-    with slots.hold(client, limit):
+    with ExitStack() as held:
+        try:
+            held.enter_context(slots.hold(client, limit))
+        except TooManyGenerations:
+            message = (f"this client already has {slots.active(client)} answer(s) running or waiting; "
+                       "wait for it to finish")
+            raise ApiError(429, message, code="generation_in_progress", kind="rate_limit_error") from None
         yield
