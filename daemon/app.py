@@ -50,6 +50,8 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
     while serving, and close the store last."""
     settings = app[SETTINGS].current
     history = await History.open(settings.history_file)
+    if pages := settings.fault_history_max_pages:
+        await history.run(lambda store: store.limit_pages(pages))
     app[HISTORY] = history
     app[CONVERSATIONS] = Conversations(app[SETTINGS], app[ENGINE], history)
     purger = asyncio.create_task(purge_periodically(history, settings.retention_days), name="history-purge")

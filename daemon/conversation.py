@@ -47,8 +47,6 @@ class Conversations:
         self._live = settings
         self._engine = engine
         self._history = history
-        if settings.current.fault_history_max_pages:
-            history.limit_pages(settings.current.fault_history_max_pages)
 
     async def open(self, session: str | None) -> tuple[str, list[Turn]]:
         """A new session (None) or an existing one with its turns; raises NoSuchSession."""

@@ -343,9 +343,6 @@ class History:
             raise
         return cls(store, executor)
 
-    def limit_pages(self, pages: int) -> None:
-        self._executor.submit(self.store.limit_pages, pages)  # on the store's thread, ahead of later calls
-
     async def run(self, call: Callable[[HistoryStore], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, self.store)
 
