@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT, Daemon
+from tests.conftest import ROOT, Daemon, start_daemon
 
 
 def _exit_of(daemon: Daemon, timeout: float = 30.0) -> int:
@@ -31,15 +31,15 @@ def test_corrupt_model_file_exits_1(daemon_factory: Callable[..., Daemon], tmp_p
     assert "cannot load model" in d.log()
 
 
-def test_port_in_use_exits_2(daemon_factory: Callable[..., Daemon], test_model: Path) -> None:
+def test_port_in_use_exits_2(tmp_path: Path, test_model: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        argv = [sys.executable, "-m", "daemon", "serve", "--port", str(port), "--model", str(test_model)]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert done.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+        # Its own state directory and no voice path, like every other daemon of the tests (not the user's).
+        d = start_daemon(tmp_path, "--model", str(test_model), port=port, wait=False)
+        assert _exit_of(d, timeout=60) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in d.log()
 
 
 def test_invalid_setting_names_the_setting(tmp_path: Path) -> None:
