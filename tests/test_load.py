@@ -44,7 +44,7 @@ class ClientLog:
     errors: list[str] = field(default_factory=list)
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -80,14 +80,14 @@ class HealthProbe(threading.Thread):
                 continue
             self.latencies_ms.append((time.perf_counter() - start) * 1000)
             if len(self.latencies_ms) % 10 == 0:
-                self.rss_mb.append(_rss_mb(self.pid))
+                self.rss_mb.append(rss_mb(self.pid))
         conn.close()
 
 
-async def _client(url: str, number: int, log: ClientLog, deadline: float) -> None:
+async def _client(url: str, number: int, log: ClientLog, deadline: float, questions: int) -> None:
     async with aiohttp.ClientSession() as http, http.ws_connect(url + "/ws", heartbeat=None) as ws:
         session: str | None = None
-        for turn in range(QUESTIONS):
+        for turn in range(questions):
             question = f"Visitor {number}, question {turn + 1}: name one fruit."
             while True:
                 if time.monotonic() > deadline:
@@ -107,10 +107,12 @@ async def _client(url: str, number: int, log: ClientLog, deadline: float) -> Non
                 return
 
 
-async def _run_clients(url: str) -> ClientLog:
+async def run_clients(url: str, clients: int = CLIENTS, questions: int = QUESTIONS) -> ClientLog:
+    """`clients` WebSocket clients at once, each asking `questions` questions in its own conversation (bench/
+    bench_load.py uses this too)."""
     log = ClientLog()
     deadline = time.monotonic() + DEADLINE_S
-    await asyncio.gather(*(_client(url, n, log, deadline) for n in range(CLIENTS)))
+    await asyncio.gather(*(_client(url, n, log, deadline, questions) for n in range(clients)))
     return log
 
 
@@ -125,11 +127,11 @@ def test_fifty_clients_three_questions_each(daemon_factory: Any, test_model: Pat
     daemon = daemon_factory("--model", str(test_model), "--max-tokens", "24", "--n-ctx", "2048",
                             "--idle-reset", "0", "--log-level", "warning")
     probe = HealthProbe(daemon.port, daemon.proc.pid)
-    baseline_mb = _rss_mb(daemon.proc.pid)
+    baseline_mb = rss_mb(daemon.proc.pid)
     probe.start()
     started = time.monotonic()
     try:
-        log = asyncio.run(_run_clients(daemon.url))
+        log = asyncio.run(run_clients(daemon.url))
     finally:
         probe.stop.set()
         probe.join(10)
@@ -144,7 +146,7 @@ def test_fifty_clients_three_questions_each(daemon_factory: Any, test_model: Pat
         "elapsed_s": round(elapsed, 1), "health_probes": len(latencies),
         "health_ms": {"median": round(statistics.median(latencies), 2), "p99": round(p99, 2),
                       "max": round(latencies[-1], 2)},
-        "rss_mb": {"baseline": round(baseline_mb), "peak": round(peak_mb), "end": round(_rss_mb(daemon.proc.pid))},
+        "rss_mb": {"baseline": round(baseline_mb), "peak": round(peak_mb), "end": round(rss_mb(daemon.proc.pid))},
     }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "load.json").write_text(json.dumps(figures, indent=2) + "\n")
