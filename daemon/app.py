@@ -9,10 +9,21 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 
 from daemon import chat_ws, health, kiosk_page, openai_api, security, sessions_api
-from daemon.appkeys import CONVERSATIONS, ENGINE, HISTORY, LISTENING, SETTINGS, SOCKETS, VOICE, OpenSockets
+from daemon.appkeys import (
+    CONVERSATIONS,
+    ENGINE,
+    HISTORY,
+    KNOWLEDGE,
+    LISTENING,
+    SETTINGS,
+    SOCKETS,
+    VOICE,
+    OpenSockets,
+)
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
+from daemon.knowledge.library import VenueKnowledge
 from daemon.middlewares import json_errors
 from daemon.retention import purge_periodically
 from daemon.settings import LiveSettings, Settings, describe
@@ -30,6 +41,7 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app[ENGINE] = engine
     app[LISTENING] = asyncio.Event()
     app[SOCKETS] = OpenSockets()
+    app[KNOWLEDGE] = VenueKnowledge()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/ws", chat_ws.websocket_chat)
@@ -38,11 +50,22 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     sessions_api.add_routes(app.router)
     kiosk_page.add_routes(app, settings)
     app.on_response_prepare.append(kiosk_page.add_security_headers)
+    app.cleanup_ctx.append(_knowledge)
     app.cleanup_ctx.append(_history)
     app.cleanup_ctx.append(_voice)
     app.on_shutdown.append(_stop_generations)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+async def _knowledge(app: web.Application) -> AsyncIterator[None]:
+    """Open the venue's knowledge first: a broken folder stops start-up (KnowledgeError) before anything else."""
+    knowledge = app[KNOWLEDGE]
+    knowledge.use(await knowledge.open(app[SETTINGS].current))
+    try:
+        yield
+    finally:
+        knowledge.close()
 
 
 async def _history(app: web.Application) -> AsyncIterator[None]:
@@ -53,7 +76,7 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
     if pages := settings.fault_history_max_pages:
         await history.run(lambda store: store.limit_pages(pages))
     app[HISTORY] = history
-    app[CONVERSATIONS] = Conversations(app[SETTINGS], app[ENGINE], history)
+    app[CONVERSATIONS] = Conversations(app[SETTINGS], app[ENGINE], history, app[KNOWLEDGE])
     purger = asyncio.create_task(purge_periodically(history, settings.retention_days), name="history-purge")
     try:
         yield

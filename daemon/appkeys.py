@@ -9,6 +9,7 @@ from aiohttp import web
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
+from daemon.knowledge.library import VenueKnowledge
 from daemon.settings import LiveSettings
 from daemon.voice_link import VoiceLink
 
@@ -18,6 +19,7 @@ CONVERSATIONS = web.AppKey("conversations", Conversations)
 HISTORY = web.AppKey("history", History)
 LISTENING = web.AppKey("listening", asyncio.Event)
 VOICE = web.AppKey("voice", VoiceLink)
+KNOWLEDGE = web.AppKey("knowledge", VenueKnowledge)
 
 
 class OpenSockets(set[web.WebSocketResponse]):

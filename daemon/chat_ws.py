@@ -20,6 +20,7 @@ from daemon.frames import (
     HelloFrame,
     ListenFrame,
     ResetFrame,
+    RetractFrame,
     ServerFrame,
     SessionFrame,
     TokenFrame,
@@ -248,10 +249,14 @@ class ChatConnection:
             positions.stop()  # The model has it: no `queued` frame after this (the tokens follow).
             self._generation = generation
 
+        async def on_retract() -> None:
+            await self.send(RetractFrame())
+            await self.voice.start_answer()  # what was said of it stops; the replacement is spoken instead
+
         await self.voice.start_answer()
         complete = False
         try:
-            finished = await self._app[CONVERSATIONS].answer(session, turns, text, on_piece, on_start)
+            finished = await self._app[CONVERSATIONS].answer(session, turns, text, on_piece, on_start, on_retract)
             complete = finished.reason != "cancelled"
             return finished
         finally:

@@ -1,4 +1,5 @@
-"""The `kioskd` command: `serve` runs the daemon, `pull` fetches a model, `doctor` checks the set-up."""
+"""The `kioskd` command: `serve` runs the daemon, `pull` fetches a model, `doctor` checks the set-up,
+`knowledge check` validates a venue's knowledge folder."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from daemon import __version__, logs
 from daemon.settings import FIELDS, SettingsError, add_arguments, env_name, settings_from_args
@@ -36,11 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check the settings, model, hardware, state, port and voice set-up")
     doctor.add_argument("--json", action="store_true", help="print the checks as a JSON list")
     add_arguments(doctor)
+    knowledge = commands.add_parser("knowledge", help="work with a venue knowledge folder")
+    knowledge_commands = knowledge.add_subparsers(dest="knowledge_command", metavar="ACTION", required=True)
+    check = knowledge_commands.add_parser("check", help="validate a knowledge folder and list what it indexes")
+    check.add_argument("folder", type=Path, metavar="DIR", help="the folder of Markdown files")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "knowledge":
+        from daemon.knowledge.check_command import run_check
+
+        return run_check(args.folder)
     if args.command == "doctor":
         from daemon.doctor import run_doctor
 

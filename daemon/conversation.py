@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from daemon.engine import ChatEngine, Generation
 from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnRef, TurnStatus
+from daemon.knowledge.answers import KnowledgeAnswer, OnRetract
+from daemon.knowledge.library import VenueKnowledge
 from daemon.messages import ChatMessage, Finished, GenerationRequest
-from daemon.settings import LiveSettings
+from daemon.settings import LiveSettings, Settings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,13 +42,23 @@ def prompt_messages(system_prompt: str, turns: Sequence[Turn], question: str) ->
     return (*messages, ChatMessage("user", question))
 
 
+def fallback_for(settings: Settings, lang: str) -> str:
+    return settings.knowledge_fallback_zh if lang == "zh" else settings.knowledge_fallback
+
+
+def _last_question(turns: Sequence[Turn]) -> str:
+    return next((t.content for t in reversed(turns) if t.role == "user"), "")
+
+
 class Conversations:
     """Opens sessions and answers questions in them, keeping the history store in step."""
 
-    def __init__(self, settings: LiveSettings, engine: ChatEngine, history: History) -> None:
+    def __init__(self, settings: LiveSettings, engine: ChatEngine, history: History,
+                 knowledge: VenueKnowledge | None = None) -> None:
         self._live = settings
         self._engine = engine
         self._history = history
+        self._knowledge = knowledge or VenueKnowledge()
 
     async def open(self, session: str | None) -> tuple[str, list[Turn]]:
         """A new session (None) or an existing one with its turns; raises NoSuchSession."""
@@ -59,33 +71,40 @@ class Conversations:
         return await self._history.run(load)
 
     async def answer(self, session: str, turns: Sequence[Turn], question: str, on_piece: OnPiece,
-                     on_start: OnStart) -> Finished:
-        """Stream an answer through `on_piece`; `on_start` gets the running generation (None when done).
+                     on_start: OnStart, on_retract: OnRetract | None = None) -> Finished:
+        """Stream an answer through `on_piece`; `on_start` gets the running generation (None when done);
+        `on_retract` is called when the model's answer is withdrawn for the fallback (venue knowledge).
 
         `Finished.stored` is False when the answer (or a turn before it) waits in memory to be saved."""
         asked = await self._history.append(session, "user", question, request_id=session)
         settings = self._live.current  # read per question: a reload applies to the next one
-        messages = prompt_messages(settings.system_prompt, turns, question)
-        request = GenerationRequest(messages, settings.sampling(), request_id=session,
-                                    conversation=session)
+        try:
+            plan = await self._knowledge.plan(question, settings, previous=_last_question(turns))
+        except BaseException:
+            await self._settle(session, asked, None, "", cancelled=True)
+            raise
+        answer = KnowledgeAnswer(plan, on_piece, on_retract, fallback_for(settings, plan.lang))
+        if answer.canned:
+            return await self._store_answer(session, session, await answer.stream_canned())
+        messages = prompt_messages(plan.system_prompt, turns, question)
+        request = GenerationRequest(messages, settings.sampling(), request_id=session, conversation=session)
         generation: Generation | None = None
-        written: list[str] = []  # what reached the client: kept when the model fails and leaves no result
         try:
             generation = self._engine.generate(request)
             async with generation:
                 on_start(generation)
                 async for piece in generation:
-                    written.append(piece)
-                    await on_piece(piece)
+                    if not await answer.piece(piece):
+                        generation.cancel()  # unsupported: nothing more of it is shown
+                        break
         except BaseException as exc:
-            await self._settle(session, asked, generation, "".join(written),
+            await self._settle(session, asked, generation, "".join(answer.shown),
                                cancelled=isinstance(exc, asyncio.CancelledError))
             raise
         finally:
             on_start(None)
-        finished = generation.result
-        assert finished is not None
-        return await self._store_answer(session, request.request_id, finished)
+        assert generation.result is not None
+        return await self._store_answer(session, request.request_id, await answer.finish(generation.result))
 
     async def _store_answer(self, session: str, request_id: str, finished: Finished) -> Finished:
         status: TurnStatus = "complete" if finished.reason != "cancelled" else "interrupted"
@@ -107,10 +126,8 @@ class Conversations:
 
     async def _settle(self, session: str, asked: TurnRef, generation: Generation | None, text: str, *,
                       cancelled: bool) -> None:
-        """After a failure or cancellation: keep what the model wrote, or take the question back."""
+        """After a failure or cancellation: keep what the visitor was shown, or take the question back."""
         started = generation is not None and generation.started
-        if generation is not None and generation.result is not None:
-            text = generation.result.text
         try:
             if text or (cancelled and started):
                 await asyncio.shield(self._history.append(session, "assistant", text, "interrupted",

@@ -121,8 +121,25 @@ def voice_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_knowledge(settings: Settings) -> Check:
+    """The venue's knowledge folder parses as the daemon would (the daemon refuses a broken one at start)."""
+    from daemon.knowledge.folder import KnowledgeError, read_folder
+
+    if settings.knowledge is None:
+        return ok("knowledge", "no knowledge folder set: answers are not grounded in venue documents")
+    try:
+        folder = read_folder(settings.knowledge)
+    except KnowledgeError as exc:
+        more = f" (and {len(exc.problems) - 1} more: kioskd knowledge check)" if len(exc.problems) > 1 else ""
+        return fail("knowledge", f"{settings.knowledge}: {exc.problems[0]}{more}")
+    faqs = sum(1 for s in folder.sections if s.is_faq)
+    return ok("knowledge", f"{settings.knowledge}: {len(folder.sections)} sections ({faqs} FAQ) in "
+                           f"{len(folder.files)} files")
+
+
 CHECKS: tuple[CheckFunction, ...] = (
-    check_model, check_cpu, check_memory, check_disk, check_state_dir, check_history, check_port, voice_checks)
+    check_model, check_cpu, check_memory, check_disk, check_state_dir, check_history, check_knowledge, check_port,
+    voice_checks)
 
 
 def check_voice_packages() -> Check:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from daemon.context_cache import ContextCache
 from daemon.gate import ModelGate, OnPosition
 from daemon.messages import (
+    Busy,
     ChatMessage,
     EngineError,
     Finished,
@@ -32,6 +33,7 @@ from daemon.messages import (
     Timings,
     Usage,
 )
+from daemon.prefix_states import PrefixStates, model_identity
 from daemon.prompting import fit_prompt
 from daemon.settings import Settings
 from daemon.textstream import StopMatcher, Utf8Assembler
@@ -81,7 +83,20 @@ class ChatEngine(Protocol):
 
     def generate(self, request: GenerationRequest) -> Generation: ...
 
+    async def warm_prefixes(self, system_prompts: Sequence[str]) -> PrefixReport: ...
+
     def shutdown(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixReport:
+    """What warming prompt prefixes did: states found valid on disk, states computed now, and how long it took."""
+
+    loaded: int = 0
+    built: int = 0
+    seconds: float = 0.0
+    failed: int = 0
+    """Prefixes that could not be stored (e.g. a full disk): their questions read them each time."""
 
 
 class Generation:
@@ -188,6 +203,8 @@ class LlamaEngine:
         self._generations: weakref.WeakSet[Generation] = weakref.WeakSet()
         self._render: Callable[[Sequence[ChatMessage]], str] | None = None
         self._contexts = ContextCache(settings.context_cache)
+        self._prefixes: PrefixStates | None = None
+        self._prepared = False  # loaded and its prompt prefixes stored: questions may come
         self._last_progress = time.monotonic()  # written by the model thread, read by the watchdog
         self._yield_until = 0.0  # written by the loop, read by the model thread (a float: atomic enough)
         self._working = False  # the model thread is inside a generation (even one its client gave up on)
@@ -206,7 +223,7 @@ class LlamaEngine:
 
     @property
     def ready(self) -> bool:
-        return self._llm is not None
+        return self._llm is not None and self._prepared
 
     @property
     def model_id(self) -> str:
@@ -220,7 +237,9 @@ class LlamaEngine:
     def model_path(self) -> Path:
         return self._model_path
 
-    async def load(self) -> None:
+    async def load(self, system_prompts: Sequence[str] = ()) -> None:
+        """Load the model, then store the model state after each of `system_prompts` (see warm_prefixes); the
+        engine is ready for questions only after both."""
         if not self._model_path.is_file():
             raise ModelLoadError(f"model file {self._model_path} does not exist; run `kioskd pull` "
                                  f"or set --model / KIOSKD_MODEL")
@@ -228,6 +247,8 @@ class LlamaEngine:
         started = time.perf_counter()
         await loop.run_in_executor(self._executor, self._load)
         _LOGGER.info("model %s loaded in %.2f s", self._model_path, time.perf_counter() - started)
+        await self.warm_prefixes(system_prompts)
+        self._prepared = True
 
     async def reload(self, settings: Settings, model_path: Path) -> bool:
         """Apply new settings. When the model file or how it is loaded changed, the new model is loaded on the
@@ -267,9 +288,63 @@ class LlamaEngine:
         self._render = make_renderer(llm, CHATML_TEMPLATE)
         llm.on_progress = self.mark_progress
         self._llm = llm
+        identity = model_identity(self._model_path, s.n_ctx, s.flash_attn, s.state_dir / "prefixes")
+        self._prefixes = PrefixStates(s.state_dir / "prefixes", identity)
+
+    async def warm_prefixes(self, system_prompts: Sequence[str]) -> PrefixReport:
+        """Make sure the model state after each system prompt is stored on disk (computed now if it is not),
+        one prompt at a time through the gate so questions are answered in between. Prefixes not named any
+        more are forgotten. Raises ModelNotReady before the model is loaded."""
+        if self._llm is None:
+            raise ModelNotReady("the model is still loading")
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        counts = {"loaded": 0, "built": 0, "failed": 0}
+        wanted = []
+        for prompt in dict.fromkeys(system_prompts):
+            await self._acquire_for_upkeep()
+            try:
+                outcome, tokens = await loop.run_in_executor(self._executor, self._warm_one, prompt)
+            finally:
+                self._gate.release()
+            counts[outcome] += 1
+            wanted.append(tokens)
+        await loop.run_in_executor(self._executor, self._forget_prefixes, wanted)
+        report = PrefixReport(counts["loaded"], counts["built"], round(time.perf_counter() - started, 3),
+                              counts["failed"])
+        _LOGGER.info("prompt prefixes: %d loaded from disk, %d computed, in %.2f s", report.loaded, report.built,
+                     report.seconds)
+        return report
+
+    async def _acquire_for_upkeep(self) -> None:
+        while True:
+            try:
+                await self._gate.acquire()
+                return
+            except Busy:  # Questions fill the line: they go first, upkeep waits for room.
+                await asyncio.sleep(0.5)
+
+    def _warm_one(self, system_prompt: str) -> tuple[str, list[int]]:
+        llm, prefixes = self._llm, self._prefixes
+        assert self._render is not None and prefixes is not None
+        probes = [self._render([ChatMessage("system", system_prompt), ChatMessage("user", text)])
+                  for text in ("Hello", "你好")]
+        first, second = (llm.tokenize_prompt(p) for p in probes)
+        tokens = first[: _common_prefix(first, second)]
+        self._contexts.switch(llm, "")  # The live context is about to be replaced: keep the conversation's.
+        self.mark_progress()
+        try:
+            return prefixes.ensure(llm, tokens), tokens
+        except OSError as exc:  # A full or read-only disk: answers still work, they read the prefix each time.
+            _LOGGER.warning("cannot store a prompt prefix state in %s: %s", self._settings.state_dir, exc)
+            return "failed", tokens
+
+    def _forget_prefixes(self, wanted: list[list[int]]) -> None:
+        if self._prefixes is not None:
+            self._prefixes.forget_all_but(wanted)
 
     def generate(self, request: GenerationRequest) -> Generation:
-        if self._llm is None:
+        if not self.ready:
             raise ModelNotReady("the model is still loading")
 
         def run(cancel: threading.Event, emit: Emit, queue_ms: float) -> Finished:
@@ -313,6 +388,8 @@ class LlamaEngine:
         budget = min(s.max_tokens, self._settings.max_tokens)
         assert self._render is not None
         fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
+        if self._prefixes is not None:
+            self._prefixes.restore_longest(llm, fitted.tokens)
         decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise)
         assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
         pieces: list[str] = []
@@ -338,6 +415,13 @@ class LlamaEngine:
                      request.request_id or "-", reason, finished.usage.prompt_tokens, t.prompt_eval_tokens,
                      finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s)
         return finished
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,

@@ -197,19 +197,32 @@ class TokenFrame(ServerFrame):
 
 
 @dataclass(frozen=True)
+class RetractFrame(ServerFrame):
+    """The answer written so far is withdrawn (its venue sections do not support it): the page discards it, and
+    the `token` frames that follow carry the replacement (the fallback)."""
+
+    type: ClassVar[str] = "retract"
+
+
+@dataclass(frozen=True)
 class DoneFrame(ServerFrame):
     reason: str
     usage: dict[str, int]
     timings: dict[str, float]
     stored: bool = True
     """False: the answer was shown but waits in memory until the history database accepts it."""
+    knowledge: str = "ordinary"
+    """faq, grounded, fallback or ordinary: how the answer was made (see docs/protocol.md)."""
+    sources: list[dict[str, str]] = field(default_factory=list)
+    """The venue sections the answer used: {"file", "title"} each."""
     type: ClassVar[str] = "done"
 
     @classmethod
     def from_finished(cls, finished: Finished) -> DoneFrame:
         usage = {**asdict(finished.usage), "total_tokens": finished.usage.total_tokens}
         timings: dict[str, Any] = asdict(finished.timings)
-        return cls(reason=finished.reason, usage=usage, timings=timings, stored=finished.stored)
+        return cls(reason=finished.reason, usage=usage, timings=timings, stored=finished.stored,
+                   knowledge=finished.knowledge, sources=[asdict(source) for source in finished.sources])
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "time_limit"]
+KnowledgeKind = Literal["faq", "grounded", "fallback", "ordinary"]
+"""How an answer was made: a venue FAQ's curated text, the model from venue sections, the fallback, or the model
+on its own (see daemon.knowledge)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,17 @@ class Finished:
     """Oldest turns left out of the prompt to fit the context window."""
     stored: bool = field(default=True)
     """False when the history database refused the answer for now: it waits in memory and is saved later."""
+    knowledge: KnowledgeKind = field(default="ordinary")
+    sources: tuple[Source, ...] = field(default=())
+    """The venue sections the answer used (none for a fallback or an ordinary answer)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A venue section an answer used: its file (relative to the knowledge folder) and heading."""
+
+    file: str
+    title: str
 
 
 class EngineError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -10,11 +11,15 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from daemon.appkeys import ENGINE, SETTINGS
+from daemon.appkeys import ENGINE, KNOWLEDGE, SETTINGS
 from daemon.client_limits import client_generation
-from daemon.engine import Generation
-from daemon.messages import EngineError, Finished, GenerationRequest
+from daemon.conversation import fallback_for
+from daemon.knowledge.answers import KnowledgeAnswer
+from daemon.knowledge.library import VenueKnowledge
+from daemon.knowledge.planning import Plan
+from daemon.messages import ChatMessage, EngineError, Finished, GenerationRequest
 from daemon.openai_schema import ApiError, ChatCompletionParams, decode_json, parse_chat_request
+from daemon.settings import Settings
 
 CREATED = int(time.time())
 
@@ -51,16 +56,42 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].current
     params = parse_chat_request(await read_json(request), settings)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    plan = await _plan(request.app[KNOWLEDGE], params, settings)
+    if params.stream:
+        return await _stream(request, params, plan, completion_id)
+    answer = KnowledgeAnswer(plan, _discard, None, fallback_for(settings, plan.lang))
+    finished = await _run(request, params, answer, completion_id)
+    return web.json_response(_completion(request, completion_id, finished))
+
+
+async def _plan(knowledge: VenueKnowledge, params: ChatCompletionParams, settings: Settings) -> Plan:
+    """The venue knowledge's plan for the last question; the caller's own system message is kept (and a
+    grounded answer's section added to it)."""
+    system = dataclasses.replace(settings, system_prompt=params.messages[0].content)
+    previous = next((m.content for m in reversed(params.messages[:-1]) if m.role == "user"), "")
+    return await knowledge.plan(params.messages[-1].content, system, previous)
+
+
+async def _discard(_: str) -> None:
+    pass
+
+
+async def _run(request: web.Request, params: ChatCompletionParams, answer: KnowledgeAnswer,
+               completion_id: str) -> Finished:
+    """The whole answer: curated text, or the model's through `answer` (which passes on what may be shown)."""
+    if answer.canned:
+        return await answer.stream_canned()
+    messages = (ChatMessage("system", answer.plan.system_prompt), *params.messages[1:])
     with client_generation(request):  # 429 for a client that already has its answer(s) running or waiting
         generation = request.app[ENGINE].generate(
-            GenerationRequest(params.messages, params.sampling, request_id=completion_id))
-        if params.stream:
-            return await _stream(request, generation, params, completion_id)
-        async with generation:
-            async for _ in generation:
-                pass
+            GenerationRequest(messages, params.sampling, request_id=completion_id))
+        async with generation:  # Waits for the model (or raises Busy).
+            async for piece in generation:
+                if not await answer.piece(piece):
+                    generation.cancel()
+                    break
     assert generation.result is not None
-    return web.json_response(_completion(request, completion_id, generation.result))
+    return await answer.finish(generation.result)
 
 
 def _base(request: web.Request, completion_id: str, kind: str) -> dict[str, Any]:
@@ -86,16 +117,23 @@ def _completion(request: web.Request, completion_id: str, finished: Finished) ->
                      "logprobs": None, "finish_reason": _finish_reason(finished)}],
         "usage": _usage(finished),
         "timings": asdict(finished.timings),
+        **_knowledge(finished),
     }
 
 
-async def _stream(request: web.Request, generation: Generation, params: ChatCompletionParams,
+async def _stream(request: web.Request, params: ChatCompletionParams, plan: Plan,
                   completion_id: str) -> web.StreamResponse:
+    """Server-sent events. The headers wait for the first text, so a prompt the model refuses is still a plain
+    400. A grounded answer is sent once its sections are found to support it (a stream cannot take text back)."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     base = _base(request, completion_id, "chat.completion.chunk")
+    held: list[str] | None = [] if plan.kind == "grounded" else None
 
     async def send(payload: dict[str, Any]) -> None:
+        if not response.prepared:
+            await response.prepare(request)
+            await send(chunk(delta({"role": "assistant", "content": ""})))
         await response.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -104,17 +142,20 @@ async def _stream(request: web.Request, generation: Generation, params: ChatComp
     def delta(content: dict[str, str], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]
 
+    async def on_piece(text: str) -> None:
+        if held is not None:
+            held.append(text)
+        else:
+            await send(chunk(delta({"content": text})))
+
+    async def on_retract() -> None:
+        if held is not None:
+            held.clear()
+
+    settings = request.app[SETTINGS].current
+    answer = KnowledgeAnswer(plan, on_piece, on_retract, fallback_for(settings, plan.lang))
     try:
-        async with generation:  # Waits for the model (or raises Busy) before any header is sent.
-            pieces = aiter(generation)
-            # The headers wait for the first piece too, so a prompt the model refuses is still a plain 400.
-            first = await anext(pieces, None)
-            await response.prepare(request)
-            await send(chunk(delta({"role": "assistant", "content": ""})))
-            if first is not None:
-                await send(chunk(delta({"content": first})))
-                async for piece in pieces:
-                    await send(chunk(delta({"content": piece})))
+        finished = await _run(request, params, answer, completion_id)
     except EngineError as exc:
         if not response.prepared:
             raise  # Nothing sent yet: the middleware answers with a plain JSON error.
@@ -122,11 +163,16 @@ async def _stream(request: web.Request, generation: Generation, params: ChatComp
         await send({"error": {"message": str(exc), "type": "server_error", "param": None, "code": exc.code}})
         await response.write_eof()
         return response
-    finished = generation.result
-    assert finished is not None
-    await send(chunk(delta({}, _finish_reason(finished)), timings=asdict(finished.timings)))
+    for text in held or ():
+        await send(chunk(delta({"content": text})))
+    await send(chunk(delta({}, _finish_reason(finished)), timings=asdict(finished.timings), **_knowledge(finished)))
     if params.include_usage:
         await send(chunk([], usage=_usage(finished)))
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
+
+
+def _knowledge(finished: Finished) -> dict[str, Any]:
+    """The extra fields that say how an answer was made and from which venue sections."""
+    return {"knowledge": finished.knowledge, "sources": [asdict(source) for source in finished.sources]}

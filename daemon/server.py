@@ -16,9 +16,11 @@ from collections.abc import Callable
 from aiohttp import web
 
 from daemon.app import create_app
-from daemon.appkeys import LISTENING, SETTINGS
+from daemon.appkeys import KNOWLEDGE, LISTENING, SETTINGS
 from daemon.engine import MODEL_SETTINGS, LlamaEngine, ModelLoadError
 from daemon.history import HistoryError
+from daemon.knowledge.folder import KnowledgeError
+from daemon.knowledge.library import VenueKnowledge, system_prompts
 from daemon.models.catalogue import ProvisionError
 from daemon.models.pull import resolve_model_path
 from daemon.notify import Notifier
@@ -26,7 +28,7 @@ from daemon.settings import LiveSettings, Settings, SettingsError, describe
 
 _LOGGER = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_MODEL, EXIT_LISTEN, EXIT_HISTORY = 0, 1, 2, 3
+EXIT_OK, EXIT_MODEL, EXIT_LISTEN, EXIT_HISTORY, EXIT_KNOWLEDGE = 0, 1, 2, 3, 4
 SettingsLoader = Callable[[], Settings]
 
 
@@ -41,6 +43,11 @@ async def serve(settings: Settings, reload_settings: SettingsLoader | None = Non
         _LOGGER.error("%s", exc)
         notifier.status(f"failed: {exc}")
         return EXIT_HISTORY
+    except KnowledgeError as exc:
+        _LOGGER.error("%s", exc)
+        notifier.status(f"failed: {exc.problems[0]}")
+        await runner.cleanup()
+        return EXIT_KNOWLEDGE
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
@@ -52,28 +59,30 @@ async def serve(settings: Settings, reload_settings: SettingsLoader | None = Non
     app[LISTENING].set()
     _LOGGER.info("listening on http://%s:%s", settings.host, settings.port)
     try:
-        return await _run_until_stopped(app[SETTINGS], engine, notifier, reload_settings)
+        return await _run_until_stopped(app[SETTINGS], engine, app[KNOWLEDGE], notifier, reload_settings)
     finally:
         await runner.cleanup()
         await engine.close()
         _LOGGER.info("stopped")
 
 
-async def _run_until_stopped(live: LiveSettings, engine: LlamaEngine, notifier: Notifier,
-                             reload_settings: SettingsLoader | None) -> int:
+async def _run_until_stopped(live: LiveSettings, engine: LlamaEngine, knowledge: VenueKnowledge,
+                             notifier: Notifier, reload_settings: SettingsLoader | None) -> int:
     settings = live.current
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloader = Reloader(live, engine, notifier, reload_settings)
+    reloader = Reloader(live, engine, knowledge, notifier, reload_settings)
     loop.add_signal_handler(signal.SIGHUP, reloader.signal)
     try:
         if settings.fault_load_delay:
             await asyncio.sleep(settings.fault_load_delay)
         _LOGGER.info("loading model %s", engine.model_path)
         notifier.status(f"loading model {engine.model_path.name}")
-        await engine.load()
+        # With the model, the system prompt with each venue section is read once and kept on disk: before
+        # READY, so the first question pays only for its own tokens.
+        await engine.load(system_prompts(settings, knowledge.index))
     except ModelLoadError as exc:
         _LOGGER.error("%s", exc)
         notifier.status(f"failed: {exc}")
@@ -118,6 +127,7 @@ async def _watchdog(engine: LlamaEngine, notifier: Notifier, stall_limit: float)
 LIVE_SETTINGS = frozenset({
     "system_prompt", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "idle_reset",
     "max_question_chars", "suggestions", "retry_after", "log_level", "model_alias", "context_cache",
+    "knowledge", "knowledge_fallback", "knowledge_fallback_zh", "knowledge_only",
     # Read per request or per new connection:
     "max_connections", "max_generations_per_client", "max_generation_seconds", "ws_frames_per_second",
     "ws_flood_seconds",
@@ -128,9 +138,10 @@ LIVE_SETTINGS = frozenset({
 class Reloader:
     """SIGHUP: read the settings again, apply what can be applied while serving, report the rest."""
 
-    def __init__(self, live: LiveSettings, engine: LlamaEngine, notifier: Notifier,
+    def __init__(self, live: LiveSettings, engine: LlamaEngine, knowledge: VenueKnowledge, notifier: Notifier,
                  load: SettingsLoader | None) -> None:
         self._live, self._engine, self._notifier, self._load = live, engine, notifier, load
+        self._knowledge = knowledge
         self._task: asyncio.Task[None] | None = None
 
     def signal(self) -> None:
@@ -164,7 +175,22 @@ class Reloader:
             return
         self._live.current = applied
         logging.getLogger().setLevel(applied.log_level.upper())
-        self._notifier.ready(_reload_status(live, later))
+        problem = await self._reload_knowledge(applied)
+        self._notifier.ready(_reload_status(live, later) + (f"; {problem}" if problem else ""))
+
+    async def _reload_knowledge(self, settings: Settings) -> str:
+        """Open the (possibly changed) knowledge folder and store its prefixes; the old index answers until
+        the new one is ready. A broken folder keeps the old one; what is wrong is returned for the status."""
+        try:
+            index = await self._knowledge.open(settings)
+        except KnowledgeError as exc:
+            _LOGGER.error("reload: keeping the previous venue knowledge: %s", exc)
+            return f"knowledge folder refused: {exc.problems[0]}"
+        await self._engine.warm_prefixes(system_prompts(settings, index))
+        if index is not None and index.rebuilt:
+            _LOGGER.info("reload: now answering from %d venue sections", len(index.sections))
+        self._knowledge.use(index)
+        return ""
 
 
 def _reload_status(applied: list[str], later: list[str]) -> str:

@@ -21,6 +21,8 @@ from daemon.messages import Sampling
 ENV_PREFIX = "KIOSKD_"
 DEFAULT_CONFIG = Path("/etc/kioskd/config.toml")
 DEFAULT_MODEL_NAME = "qwen2.5-0.5b-instruct"
+DEFAULT_FALLBACK = "I don't have that information. Please ask at the front desk."
+DEFAULT_FALLBACK_ZH = "抱歉，我没有这方面的信息，请到服务台咨询。"
 DEFAULT_SYSTEM_PROMPT = (
     "You are the helpful assistant of a self-service kiosk. Answer briefly and clearly, "
     "in the language the visitor uses (Chinese or English)."
@@ -88,6 +90,16 @@ class Settings:
         "Threads for prompt reading (default: all cores).", lo=1, hi=256))
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata=_opt(
         "System prompt placed before every conversation."))
+    knowledge: Path | None = field(default=None, metadata=_opt(
+        "Folder of the venue's Markdown files (English and/or Chinese): questions are answered from them (an FAQ "
+        "heading's text directly, other sections through the model), and venue questions they do not answer get "
+        "KNOWLEDGE_FALLBACK instead of a guess. Check a folder with `kioskd knowledge check DIR`."))
+    knowledge_fallback: str = field(default=DEFAULT_FALLBACK, metadata=_opt(
+        "What the kiosk says to an English venue question its knowledge folder does not answer."))
+    knowledge_fallback_zh: str = field(default=DEFAULT_FALLBACK_ZH, metadata=_opt(
+        "What the kiosk says to a Chinese venue question its knowledge folder does not answer."))
+    knowledge_only: bool = field(default=False, metadata=_opt(
+        "Answer only from the knowledge folder: every other question, general ones too, gets the fallback."))
     max_tokens: int = field(default=512, metadata=_opt(
         "Default and maximum reply length in tokens.", lo=1, hi=32768))
     temperature: float = field(default=0.7, metadata=_opt("Default sampling temperature.", lo=0.0, hi=5.0))

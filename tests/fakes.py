@@ -22,7 +22,7 @@ from aiohttp import web
 
 from daemon.app import create_app
 from daemon.appkeys import LISTENING
-from daemon.engine import ChatEngine, Emit, Generation
+from daemon.engine import ChatEngine, Emit, Generation, PrefixReport
 from daemon.gate import ModelGate
 from daemon.messages import (
     EngineError,
@@ -75,6 +75,7 @@ class ScriptedEngine:
         """Every generation that got the model and started on the worker thread."""
         self.generations: list[Generation] = []
         self.shut_down = False
+        self.warmed: list[list[str]] = []
         self._gate = ModelGate(queue_size)
 
     @property
@@ -92,6 +93,11 @@ class ScriptedEngine:
         generation = Generation(self._gate, run)
         self.generations.append(generation)
         return generation
+
+    async def warm_prefixes(self, system_prompts: Sequence[str]) -> PrefixReport:
+        """Records the system prompts whose model state the daemon would store (it has no model state)."""
+        self.warmed.append(list(system_prompts))
+        return PrefixReport(loaded=len(system_prompts))
 
     def shutdown(self) -> None:
         """As LlamaEngine.shutdown: turn away every waiter and stop the running answer after its current piece."""

@@ -20,10 +20,24 @@ export interface HelloFrame {
   voice: VoiceState
 }
 
+/** How an answer was made (`done.knowledge`): the venue's curated FAQ text, the model answering from venue
+ * sections, the "I don't have that information" fallback, or an ordinary model answer. */
+export type Knowledge = 'faq' | 'grounded' | 'fallback' | 'ordinary'
+
+/** A venue section an answer used (`done.sources`). */
+export interface Source {
+  file: string
+  title: string
+}
+
 export interface DoneFrame {
   type: 'done'
   reason: string
   tokensPerSecond: number | null
+  /** 'ordinary' when the daemon does not say (older daemons) or says something this page does not know. */
+  knowledge: Knowledge
+  /** Empty when missing; malformed entries are left out. */
+  sources: Source[]
 }
 
 export type ServerFrame =
@@ -31,6 +45,7 @@ export type ServerFrame =
   | DoneFrame
   | { type: 'session'; session: string }
   | { type: 'token'; text: string }
+  | { type: 'retract' }
   | { type: 'queued'; position: number }
   | { type: 'error'; code: string; message: string; retryAfter: number | null }
   | { type: 'reset'; session: string | null }
@@ -82,9 +97,34 @@ function parseHello(r: Raw): HelloFrame {
   }
 }
 
+const KNOWLEDGE: readonly Knowledge[] = ['faq', 'grounded', 'fallback', 'ordinary']
+
+function parseKnowledge(v: unknown): Knowledge {
+  return KNOWLEDGE.find((k) => k === v) ?? 'ordinary'
+}
+
+/** Only entries that are objects with a string `file` and a non-blank string `title` are kept. */
+function parseSources(v: unknown): Source[] {
+  if (!Array.isArray(v)) return []
+  const sources: Source[] = []
+  for (const entry of v) {
+    if (!entry || typeof entry !== 'object' || Array.isArray(entry)) continue
+    const e = entry as Raw
+    if (typeof e.file !== 'string' || typeof e.title !== 'string' || e.title.trim() === '') continue
+    sources.push({ file: e.file, title: e.title.trim() })
+  }
+  return sources
+}
+
 function parseDone(r: Raw): DoneFrame {
   const timings = (r.timings && typeof r.timings === 'object' ? r.timings : {}) as Raw
-  return { type: 'done', reason: str(r.reason, 'stop'), tokensPerSecond: num(timings.tokens_per_s) }
+  return {
+    type: 'done',
+    reason: str(r.reason, 'stop'),
+    tokensPerSecond: num(timings.tokens_per_s),
+    knowledge: parseKnowledge(r.knowledge),
+    sources: parseSources(r.sources),
+  }
 }
 
 const PARSERS: Record<string, (r: Raw) => ServerFrame> = {
@@ -92,6 +132,7 @@ const PARSERS: Record<string, (r: Raw) => ServerFrame> = {
   done: parseDone,
   session: (r) => ({ type: 'session', session: str(r.session) }),
   token: (r) => ({ type: 'token', text: str(r.text) }),
+  retract: () => ({ type: 'retract' }),
   queued: (r) => ({ type: 'queued', position: Math.max(1, Math.floor(num(r.position) ?? 1)) }),
   error: (r) => ({ type: 'error', code: str(r.code, 'unknown'), message: str(r.message), retryAfter: num(r.retry_after) }),
   reset: (r) => ({ type: 'reset', session: typeof r.session === 'string' ? r.session : null }),

@@ -270,6 +270,78 @@ describe('the kiosk page', () => {
     expect($$('message')).toHaveLength(0)
   })
 
+  it('shows the venue sections under a finished answer, in both languages, and nothing without them', async () => {
+    const socket = await mount()
+    await type('When do you open, and what does it cost?')
+    socket.receive({ type: 'session', session: 's' })
+    socket.receive({ type: 'token', text: 'From 9:00; entry is free.' })
+    await flush()
+    expect($('sources')).toBeNull() // only the done frame says where the answer came from
+    socket.receive({
+      type: 'done', reason: 'stop', usage: {}, timings: {}, knowledge: 'grounded',
+      sources: [{ file: 'hours.md', title: 'Opening hours' }, { file: 'prices.md', title: 'Prices' },
+        { file: 'hours.md', title: 'Opening hours' }, { file: 'x.md', title: 42 }],
+    })
+    await flush()
+    const answer = $$('message')[1]
+    expect(answer.dataset).toMatchObject({ state: 'done', knowledge: 'grounded' })
+    expect(answer.querySelector('[data-testid="sources"]')!.textContent).toBe('From: Opening hours · Prices')
+    expect(answer.classList.contains('msg-fallback')).toBe(false)
+    setLanguage('zh')
+    await flush()
+    expect($('sources')!.textContent).toBe('来源：Opening hours · Prices')
+    setLanguage('en')
+
+    await type('Write a poem about autumn')
+    socket.receive({ type: 'session', session: 's' })
+    socket.receive({ type: 'token', text: 'Leaves fall.' })
+    socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: {}, knowledge: 'ordinary', sources: [] })
+    await type('And one more')
+    socket.receive({ type: 'session', session: 's' })
+    socket.receive({ type: 'token', text: 'Snow.' })
+    socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: {} }) // an older daemon
+    await flush()
+    const answers = $$('message').filter((m) => m.dataset.role === 'assistant')
+    expect(answers.map((m) => m.dataset.knowledge)).toEqual(['grounded', 'ordinary', 'ordinary'])
+    expect(answers.map((m) => m.querySelector('[data-testid="sources"]') !== null)).toEqual([true, false, false])
+  })
+
+  it('a retracted answer leaves the screen and the fallback takes its place', async () => {
+    const socket = await mount()
+    const answer = () => $$('message').filter((m) => m.dataset.role === 'assistant').at(-1)!
+    const body = () => answer().querySelector('[data-testid="message-body"]')!.textContent!.trim()
+    const FALLBACK = "I don't have that information. Please ask at the front desk."
+    // The retract arrives on its own, or in the same moment as the replacement (the view then starts over
+    // instead of keeping the withdrawn paragraphs it had already rendered).
+    for (const together of [false, true]) {
+      await type('Is there a rooftop pool?')
+      socket.receive({ type: 'session', session: 's' })
+      socket.receive({ type: 'token', text: 'Yes, the **rooftop pool** opens at 7.\n\n' })
+      socket.receive({ type: 'token', text: 'It is heated.\n' })
+      await flush()
+      expect(body()).toContain('rooftop pool')
+      socket.receive({ type: 'retract' })
+      if (!together) {
+        await flush()
+        expect(answer().dataset.state).toBe('streaming')
+        expect(body()).toBe('')
+      }
+      socket.receive({ type: 'token', text: "I don't have that information. " })
+      socket.receive({ type: 'token', text: 'Please ask at the front desk.' })
+      await flush()
+      expect(root.textContent).not.toContain('opens at 7')
+      expect(root.textContent).not.toContain('heated')
+      socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: {}, knowledge: 'fallback', sources: [] })
+      await flush()
+      expect(body()).toBe(FALLBACK)
+      expect(answer().dataset).toMatchObject({ state: 'done', knowledge: 'fallback' })
+      expect(answer().classList.contains('msg-fallback')).toBe(true)
+      expect($('sources')).toBeNull()
+      expect(root.textContent).not.toContain('opens at 7')
+      expect(root.textContent).not.toContain('heated')
+    }
+  })
+
   it('shows loading while the model loads, polling /readyz until ready', async () => {
     fetchMock.mockClear()
     await mount({ ...HELLO, ready: false })
@@ -285,6 +357,7 @@ describe('the kiosk page', () => {
     expect($('history-panel')).not.toBeNull()
     socket.receive({ type: 'reset', reason: 'idle', session: 's1' })
     await flush()
-    expect($('history-panel')).toBeNull()
+    // The drawer leaves through a <Transition>, which ends a frame or two later (not within one flush).
+    await vi.waitFor(() => expect($('history-panel')).toBeNull())
   })
 })

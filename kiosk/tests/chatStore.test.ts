@@ -324,3 +324,134 @@ describe('forward compatibility', () => {
     expect(state.items).toEqual([])
   })
 })
+
+describe('venue knowledge', () => {
+  const HOURS = { file: 'hours.md', title: 'Opening hours' }
+  const PRICES = { file: 'prices.md', title: 'Prices' }
+
+  it('parses done without the knowledge fields (an older daemon) as an ordinary answer', () => {
+    expect(parseServerFrame(JSON.stringify(DONE))).toEqual({
+      type: 'done', reason: 'stop', tokensPerSecond: 14.83, knowledge: 'ordinary', sources: [],
+    })
+  })
+
+  it('parses done with knowledge and sources', () => {
+    for (const knowledge of ['faq', 'grounded', 'fallback', 'ordinary']) {
+      expect(parseServerFrame(JSON.stringify({ ...DONE, knowledge, sources: [HOURS, PRICES] }))).toMatchObject({
+        knowledge, sources: [HOURS, PRICES],
+      })
+    }
+  })
+
+  it('takes an unknown or malformed knowledge as ordinary', () => {
+    for (const knowledge of ['wiki', 'FAQ', '', 3, null, ['faq'], { faq: true }]) {
+      expect(parseServerFrame(JSON.stringify({ ...DONE, knowledge }))).toMatchObject({ knowledge: 'ordinary' })
+    }
+  })
+
+  it('leaves out malformed sources and keeps the rest in order', () => {
+    const sources = [
+      'hours.md', null, 7, [HOURS], { title: 'No file' }, { file: 'x.md' }, { file: 'x.md', title: 5 },
+      { file: 3, title: 'Bad file' }, { file: 'blank.md', title: '   ' },
+      PRICES, { file: 'hours.md', title: ' Opening hours ', extra: true }, HOURS,
+    ]
+    expect(parseServerFrame(JSON.stringify({ ...DONE, sources }))).toMatchObject({
+      sources: [PRICES, HOURS, HOURS],
+    })
+    for (const bad of ['hours.md', { file: 'hours.md', title: 'Opening hours' }, 1, null]) {
+      expect(parseServerFrame(JSON.stringify({ ...DONE, sources: bad }))).toMatchObject({ sources: [] })
+    }
+  })
+
+  it('parses retract, ignoring any fields it carries', () => {
+    expect(parseServerFrame('{"type":"retract"}')).toEqual({ type: 'retract' })
+    expect(parseServerFrame('{"type":"retract","reason":"unsupported"}')).toEqual({ type: 'retract' })
+  })
+
+  it('keeps knowledge and sources on the finished answer', () => {
+    chat.ask(state, 'When do you open?')
+    recv(state, { type: 'session', session: 's' })
+    expect(last(state)).toMatchObject({ knowledge: 'ordinary', sources: [] })
+    recv(state, { type: 'token', text: 'At nine.' })
+    recv(state, { ...DONE, knowledge: 'grounded', sources: [HOURS, PRICES, HOURS] })
+    expect(last(state)).toMatchObject({
+      state: 'done', text: 'At nine.', knowledge: 'grounded', sources: [HOURS, PRICES, HOURS],
+    })
+    expect(chat.sourceTitles(last(state).sources)).toEqual(['Opening hours', 'Prices'])
+    chat.ask(state, 'And a poem?')
+    recv(state, DONE)
+    expect(last(state)).toMatchObject({ knowledge: 'ordinary', sources: [] })
+  })
+
+  it('keeps the model speed of the last answer the model wrote', () => {
+    chat.ask(state, 'When do you open?')
+    recv(state, { ...DONE, knowledge: 'grounded', sources: [HOURS] })
+    expect(state.lastTokensPerSecond).toBeCloseTo(14.83)
+    for (const knowledge of ['faq', 'fallback']) {
+      chat.ask(state, 'q')
+      recv(state, { ...DONE, timings: { tokens_per_s: 0 }, knowledge })
+      expect(state.lastTokensPerSecond).toBeCloseTo(14.83)
+    }
+    chat.ask(state, 'A poem?')
+    recv(state, { ...DONE, timings: { tokens_per_s: 20 } })
+    expect(state.lastTokensPerSecond).toBe(20)
+  })
+
+  it('dedupes source titles by title, in order', () => {
+    expect(chat.sourceTitles([])).toEqual([])
+    expect(chat.sourceTitles([PRICES, HOURS, { file: 'hours-2.md', title: 'Opening hours' }, PRICES]))
+      .toEqual(['Prices', 'Opening hours'])
+  })
+
+  it('retract mid-answer drops the text so far; the tokens after it replace it', () => {
+    chat.ask(state, 'Is there a rooftop pool?')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'token', text: 'Yes, the rooftop ' })
+    recv(state, { type: 'token', text: 'pool opens at' })
+    recv(state, { type: 'retract' })
+    expect(last(state)).toMatchObject({ state: 'streaming', text: '' })
+    expect(chat.isAnswering(state)).toBe(true)
+    recv(state, { type: 'token', text: "I don't have that " })
+    recv(state, { type: 'token', text: 'information.' })
+    recv(state, { ...DONE, knowledge: 'fallback', sources: [] })
+    expect(last(state)).toMatchObject({
+      state: 'done', text: "I don't have that information.", knowledge: 'fallback', sources: [],
+    })
+    expect(JSON.stringify(state)).not.toContain('rooftop pool opens')
+  })
+
+  it('retract before any token, or twice, leaves only the replacement', () => {
+    chat.ask(state, 'q')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'retract' })
+    recv(state, { type: 'token', text: 'Wrong' })
+    recv(state, { type: 'retract' })
+    recv(state, { type: 'token', text: 'Fallback' })
+    recv(state, { ...DONE, knowledge: 'fallback' })
+    expect(last(state)).toMatchObject({ state: 'done', text: 'Fallback', knowledge: 'fallback' })
+  })
+
+  it('retract after Stop still removes the withdrawn text', () => {
+    chat.ask(state, 'q')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'token', text: 'Unsupported claim' })
+    chat.cancel(state)
+    recv(state, { type: 'retract' })
+    recv(state, { type: 'token', text: 'Fallback' }) // after Stop the screen takes no more text
+    recv(state, { ...DONE, knowledge: 'fallback' })
+    expect(last(state)).toMatchObject({ state: 'cancelled', text: '' })
+  })
+
+  it('ignores a stray retract, and one for an answer cleared from the screen', () => {
+    chat.ask(state, 'q')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'token', text: 'Kept' })
+    recv(state, DONE)
+    recv(state, { type: 'retract' })
+    expect(last(state)).toMatchObject({ state: 'done', text: 'Kept' })
+    chat.ask(state, 'next')
+    chat.clearConversation(state)
+    recv(state, { type: 'retract' })
+    expect(state.items).toEqual([])
+  })
+})

@@ -15,6 +15,7 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ClientFrame[] 
     case 'hello': onHello(state, frame); return []
     case 'session': onSession(state, frame.session); return []
     case 'token': onToken(state, frame.text); return []
+    case 'retract': onRetract(state); return []
     case 'queued': onQueued(state, frame.position); return []
     case 'done': return onDone(state, frame)
     case 'error': return onError(state, frame.code, frame.retryAfter, frame.message)
@@ -60,6 +61,7 @@ function beginQuestionless(state: ChatState): void {
   const id = state.nextId++
   state.items.push({
     kind: 'message', id, role: 'assistant', text: '', state: 'streaming', stopping: false, cut: false, notice: null,
+    knowledge: 'ordinary', sources: [],
   })
   state.flight = {
     messageId: id, question: '', sentSession: state.session, awaitingSession: false,
@@ -88,14 +90,35 @@ function onToken(state: ChatState, text: string): void {
   }
 }
 
+/**
+ * The answer written so far is withdrawn (the venue documents do not support it): it goes from the screen at
+ * once, and the tokens that follow are its replacement. Even after Stop (when those tokens are dropped) the
+ * withdrawn text does not stay.
+ */
+function onRetract(state: ChatState): void {
+  const flight = state.flight
+  if (flight === null || flight.messageId === null) return
+  const message = findMessage(state, flight.messageId)
+  if (message) message.text = ''
+}
+
 function onDone(state: ChatState, done: DoneFrame): ClientFrame[] {
   const flight = state.flight
   if (flight === null) return []
-  if (done.tokensPerSecond !== null && flight.messageId !== null) state.lastTokensPerSecond = done.tokensPerSecond
+  // FAQ and fallback texts are not written by the model (their rate is 0, or the withdrawn answer's): the
+  // speed shown stays the last model answer's.
+  const byModel = done.knowledge === 'grounded' || done.knowledge === 'ordinary'
+  if (done.tokensPerSecond !== null && flight.messageId !== null && byModel) {
+    state.lastTokensPerSecond = done.tokensPerSecond
+  }
   const stopped = done.reason === 'cancelled' || (flight.cancelRequested && flight.droppedTokens)
   endMessage(state, flight.messageId, stopped ? 'cancelled' : 'done')
   const message = findMessage(state, flight.messageId)
-  if (message && done.reason === 'length') message.cut = true
+  if (message) {
+    if (done.reason === 'length') message.cut = true
+    message.knowledge = done.knowledge
+    message.sources = done.sources
+  }
   return finishFlight(state)
 }
 

@@ -1,6 +1,6 @@
 // Actions on the conversation state. Each mutates the state and returns the frames to send to the daemon,
 // so the state machine stays free of sockets and timers (and is tested as plain data).
-import type { ClientFrame } from '../protocol'
+import type { ClientFrame, Source } from '../protocol'
 import type { ChatMessage, ChatState, Flight, MessageState, Notice, TimelineItem } from './types'
 
 export interface StoredTurn {
@@ -21,6 +21,7 @@ export function findMessage(state: ChatState, id: number | null): ChatMessage | 
 function pushMessage(state: ChatState, role: ChatMessage['role'], text: string, msgState: MessageState): ChatMessage {
   const message: ChatMessage = {
     kind: 'message', id: state.nextId++, role, text, state: msgState, stopping: false, cut: false, notice: null,
+    knowledge: 'ordinary', sources: [],
   }
   state.items.push(message)
   // Return the stored element: when `state` is reactive, that is the reactive proxy.
@@ -44,6 +45,11 @@ export function isAnswering(state: ChatState): boolean {
 export function canStop(state: ChatState): boolean {
   const flight = state.flight
   return (flight !== null && flight.messageId !== null && !flight.cancelRequested) || state.deferred !== null
+}
+
+/** The titles of an answer's sources as shown under it: each once, in the daemon's order. */
+export function sourceTitles(sources: readonly Source[]): string[] {
+  return [...new Set(sources.map((s) => s.title))]
 }
 
 export function canAsk(state: ChatState): boolean {
@@ -134,7 +140,7 @@ export function showStoredSession(state: ChatState, id: string, turns: StoredTur
     const done: MessageState = turn.role === 'assistant' && turn.status === 'interrupted' ? 'interrupted' : 'done'
     items.push({
       kind: 'message', id: state.nextId++, role: turn.role === 'user' ? 'user' : 'assistant',
-      text: turn.content, state: done, stopping: false, cut: false, notice: null,
+      text: turn.content, state: done, stopping: false, cut: false, notice: null, knowledge: 'ordinary', sources: [],
     })
   }
   state.items = items

@@ -1,6 +1,6 @@
 // The conversation state the page shows, kept as plain data so the reducer can be unit-tested without Vue
 // (the app wraps one ChatState in reactive()).
-import { DEFAULT_MAX_QUESTION_CHARS, VOICE_OFF, type VoiceState } from '../protocol'
+import { DEFAULT_MAX_QUESTION_CHARS, VOICE_OFF, type Knowledge, type Source, type VoiceState } from '../protocol'
 
 export type MessageState = 'streaming' | 'done' | 'cancelled' | 'interrupted' | 'lost' | 'error'
 
@@ -24,6 +24,10 @@ export interface ChatMessage {
   /** While the question waits for the model: how many answers go before it (1: next). */
   queuePosition?: number
   notice: Notice | null
+  /** How the answer was made, from its `done` frame ('ordinary' until then, and for stored answers). */
+  knowledge: Knowledge
+  /** The venue sections the answer used, from its `done` frame (shown under the finished answer). */
+  sources: Source[]
 }
 
 export interface NoticeItem {
