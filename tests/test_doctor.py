@@ -32,7 +32,7 @@ from daemon.models.catalogue import CATALOGUE
 from daemon.settings import Settings
 from tests.conftest import ROOT, TEST_MODEL, free_port, start_daemon
 
-CORE_NAMES = ["settings", "model", "cpu", "memory", "disk", "state dir", "history", "port"]
+CORE_NAMES = ["settings", "model", "cpu", "memory", "disk", "state dir", "history", "knowledge", "port"]
 
 
 def run_doctor(*args: str) -> tuple[int, str]:
