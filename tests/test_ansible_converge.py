@@ -6,15 +6,20 @@ voice (see tests/ansible_host.py).
 
 Two such kiosks (containers sharing this machine's network, each daemon on its own port) make the fleet.
 
-1. The first run provisions both; systemd starts each installed daemon from the playbook's unit and
-   config.toml, and the play's own /readyz wait passes. A second run changes nothing.
-2. The kiosk screen: the display role's kiosk-browser.service puts Chromium with the kiosk page on a screen
+1. The first run provisions both, with the test's knowledge folder (kioskd_knowledge_src); systemd starts each
+   installed daemon from the playbook's unit and config.toml, and the play's own /readyz wait passes. A second
+   run changes nothing.
+2. The knowledge folder changes on the control machine (a file edited, a folder removed): the next run copies
+   and removes on every kiosk and reloads the daemons (SIGHUP), without restarting them. Then a file the daemon
+   would refuse is added: `kioskd knowledge check` on the kiosk rejects the staging copy, the host fails (and is
+   rescued: its daemon restarted on what it had), and the live folder stays the good one.
+3. The kiosk screen: the display role's kiosk-browser.service puts Chromium with the kiosk page on a screen
    (Xvfb standing in for the board's) as soon as there is one.
-3. Rollback: a release whose daemon exits at start is rolled out one kiosk at a time; on the first it never
+4. Rollback: a release whose daemon exits at start is rolled out one kiosk at a time; on the first it never
    gets ready, so the play rolls that kiosk back to the previous release, fails it, and stops the rollout: the
    second kiosk is never touched. Both serve the old version.
 
-Slow (about 6 minutes, plus a minute to build the base root on first use): `make test-fleet` as root; CI runs it.
+Slow (about 8 minutes, plus a minute to build the base root on first use): `make test-fleet` as root; CI runs it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ GOOD_VERSION = "0.1.0"
 BROKEN_VERSION = "0.2.0"
 SCREEN_TIMEOUT_S = 90
 API_TOKEN = "converge-token-5f0c9a7e1d3b46c2a8e4"
+KNOWLEDGE_DIR = "/etc/kioskd/knowledge"
+# The venue's knowledge folder on the control machine: relative path -> content.
+KNOWLEDGE = {
+    "hours.md": "# Opening hours\n\nThe library opens at 9:00.\n",
+    "events/exhibition.md": "# Summer exhibition\n\nOld maps of the city, in the reading room until August.\n",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class Site:
     mirror_url: str
     inventory: Path
     extra_vars: dict[str, object]
+    knowledge: Path
 
     def run(self, label: str, **overrides: object) -> tuple[int, str, dict[str, dict[str, int]]]:
         """ansible-playbook site.yml with the site's variables and `overrides`; (exit code, output, the recap
@@ -87,9 +99,11 @@ class Site:
         return result.returncode, result.stdout, ansible_host.recaps(result.stdout)
 
 
-def _site_vars(mirror_url: str, release: dict[str, object], model: Path) -> dict[str, object]:
+def _site_vars(mirror_url: str, release: dict[str, object], model: Path, knowledge: Path) -> dict[str, object]:
     return {
         "kioskd_mirror_url": mirror_url,
+        # The venue's Markdown files, a folder on this (the control) machine.
+        "kioskd_knowledge_src": str(knowledge),
         "kioskd_rollout_serial": len(NAMES),  # provisioning: all at once
         # The daemon: the wheel of this repository, its locked dependencies from the mirror's wheelhouse.
         "kioskd_daemon_version": GOOD_VERSION,
@@ -125,6 +139,11 @@ def site() -> Iterator[Site]:
     mirror = work / "mirror"
     release = ansible_host.build_mirror(mirror, model)
     voice = ansible_host.add_voice_assets(mirror)
+    knowledge = work / "knowledge"
+    shutil.rmtree(knowledge, ignore_errors=True)
+    for name, text in KNOWLEDGE.items():
+        (knowledge / name).parent.mkdir(parents=True, exist_ok=True)
+        (knowledge / name).write_text(text, encoding="utf-8")
     with ExitStack() as stack:
         mirror_url = stack.enter_context(ansible_host.serve(mirror))
         # The containers share this machine's network: each daemon gets a port of its own (a host variable).
@@ -132,7 +151,8 @@ def site() -> Iterator[Site]:
                   for root, name in zip(roots, NAMES, strict=True)]
         inventory = ansible_host.write_inventory(
             work / "inventory.json", {k.host: {"kioskd_daemon_port": k.daemon_port} for k in kiosks})
-        yield Site(kiosks, work, mirror, mirror_url, inventory, {**_site_vars(mirror_url, release, model), **voice})
+        yield Site(kiosks, work, mirror, mirror_url, inventory,
+                   {**_site_vars(mirror_url, release, model, knowledge), **voice}, knowledge)
     # Passed or not, the containers are off: drop the provisioned roots and the mirror (about 3 GB); the logs
     # stay in .cache/converge/run.
     for root in roots:
@@ -165,10 +185,26 @@ def _check_provisioned(kiosk: Kiosk, output: str) -> None:
     assert API_TOKEN not in output
     journal = kiosk.host.ssh("journalctl", "-u", "kioskd.service", "--no-pager", "-o", "cat").stdout
     assert "api_token_file" not in journal, journal[-2000:]  # read without complaint
+    # The venue's knowledge: copied as it is on the control machine, readable by the daemon only, named by the
+    # daemon's setting.
+    assert f'knowledge = "{KNOWLEDGE_DIR}"' in config, config
+    _check_knowledge(kiosk, KNOWLEDGE)
     # The screen's side.
     assert kiosk.host.ssh("systemctl", "is-enabled", "kiosk-browser.service", check=False).stdout.strip() == "enabled"
     assert {"audio", "video"} <= set(kiosk.host.ssh("id", "-nG", "kiosk").stdout.split())
     assert kiosk.host.ssh("fc-list", ":lang=zh", "family").stdout.strip(), "no CJK font for the page"
+
+
+def _check_knowledge(kiosk: Kiosk, expected: dict[str, str]) -> None:
+    """The kiosk's knowledge folder holds exactly `expected` (relative path -> content): root:kioskd, files 0644,
+    folders 0755, and the daemon's user reads them."""
+    listing = kiosk.host.ssh("find", KNOWLEDGE_DIR, "-mindepth", "1", "-printf", "%P %y %u:%g %m\n").stdout
+    folders = {str(Path(name).parent) for name in expected} - {"."}
+    wanted = {f"{name} f root:kioskd 644" for name in expected} | {f"{name} d root:kioskd 755" for name in folders}
+    assert set(listing.splitlines()) == wanted, listing
+    assert kiosk.host.ssh("stat", "-c", "%U:%G %a", KNOWLEDGE_DIR).stdout.split() == ["root:kioskd", "755"]
+    for name, text in expected.items():
+        assert kiosk.host.ssh("runuser", "-u", "kioskd", "--", "cat", f"{KNOWLEDGE_DIR}/{name}").stdout == text
 
 
 def test_first_run_provisions_ready_kiosks_and_the_second_changes_nothing(site: Site) -> None:
@@ -186,6 +222,62 @@ def test_first_run_provisions_ready_kiosks_and_the_second_changes_nothing(site: 
     for kiosk in site.kiosks:
         assert recaps[kiosk.name]["changed"] == 0, f"second run not idempotent: {recaps}\n" + "\n".join(changed)
     assert [kiosk.main_pid() for kiosk in site.kiosks] == pids, "a run that changes nothing restarted a daemon"
+
+
+def test_a_changed_knowledge_folder_is_copied_and_reloaded_without_a_restart(site: Site) -> None:
+    """An edited file and a removed folder on the control machine: every kiosk gets the new file and loses the
+    removed one (a stale section would keep answering), and its daemon is reloaded (SIGHUP through the unit's
+    ExecReload=), not restarted: the same MainPID, a reload in the journal."""
+    pids = [kiosk.main_pid() for kiosk in site.kiosks]
+    since = {kiosk.name: kiosk.host.ssh("date", "+%s").stdout.strip() for kiosk in site.kiosks}
+    changed = {"hours.md": KNOWLEDGE["hours.md"].replace("9:00", "8:30")}
+    (site.knowledge / "hours.md").write_text(changed["hours.md"], encoding="utf-8")
+    shutil.rmtree(site.knowledge / "events")
+
+    code, output, recaps = site.run("knowledge-change")
+    log = site.work / "knowledge-change.log"
+    assert code == 0, f"the knowledge run failed, see {log}:\n{output[-6000:]}"
+    for kiosk in site.kiosks:
+        assert recaps[kiosk.name]["changed"] > 0 and recaps[kiosk.name]["failed"] == 0, recaps
+    assert "RUNNING HANDLER [kioskd_daemon : Reload kioskd]" in output, log
+    assert "RUNNING HANDLER [kioskd_daemon : Restart kioskd]" not in output, log
+    assert [kiosk.main_pid() for kiosk in site.kiosks] == pids, "a knowledge change restarted a daemon"
+    for kiosk in site.kiosks:
+        _check_knowledge(kiosk, changed)
+        journal = kiosk.host.ssh("journalctl", "-u", "kioskd.service", "--no-pager", "-o", "cat",
+                                 f"--since=@{since[kiosk.name]}").stdout
+        assert any(line.startswith("Reloaded") for line in journal.splitlines()), journal[-3000:]
+        status, body = kiosk.readyz()
+        assert status == 200 and body["version"] == GOOD_VERSION, (kiosk.name, body)
+
+    # A folder the daemon would refuse (a section without text): on SIGHUP the daemon would keep its old index
+    # and only log it, and at its next start it would exit. The play checks the staging copy with the kiosk's
+    # own kioskd and fails the host before the folder reaches the live path.
+    pids = [kiosk.main_pid() for kiosk in site.kiosks]
+    (site.knowledge / "broken.md").write_text("# Empty\n", encoding="utf-8")
+    try:
+        code, output, recaps = site.run("knowledge-broken")
+    finally:
+        (site.knowledge / "broken.md").unlink()  # the good folder again, for the tests below
+    log = site.work / "knowledge-broken.log"
+    assert code != 0, f"a knowledge folder the daemon refuses must fail the host, see {log}"
+    for kiosk in site.kiosks:
+        assert recaps[kiosk.name]["failed"] == 1 and recaps[kiosk.name]["rescued"] == 1, recaps
+    flat = " ".join(output.split())  # the callback wraps long messages
+    assert 'broken.md:1: section "Empty" has no text' in flat, log
+    assert "rolled back to the previous release" in flat, log
+    assert "[kioskd_daemon : Put the checked knowledge folder in place]" not in output, log
+    for kiosk in site.kiosks:
+        # The live folder is still the good one, and no staging copy is left behind.
+        _check_knowledge(kiosk, changed)
+        left = set(kiosk.host.ssh("ls", "-A", "/etc/kioskd").stdout.split())
+        assert not left & {"knowledge.new", "knowledge.old"}, left
+        # The rescue is the same as for any failure: it restarts the daemon on what was there (here: the same
+        # release, settings and folder), and waits for /readyz. So a new MainPID, serving again.
+        status, body = kiosk.readyz()
+        assert status == 200 and body["version"] == GOOD_VERSION, (kiosk.name, body)
+        assert kiosk.host.ssh("systemctl", "is-active", "kioskd.service", check=False).stdout.strip() == "active"
+    assert all(new != old for new, old in zip([k.main_pid() for k in site.kiosks], pids, strict=True)), pids
 
 
 def test_the_kiosk_screen_shows_the_page(site: Site) -> None:

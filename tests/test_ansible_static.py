@@ -25,7 +25,7 @@ def tool(name: str) -> Path:
     return path
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         # The venv's tools first (ansible-lint warns when its own directory is not on PATH), no colour codes,
@@ -37,6 +37,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
         "ANSIBLE_LOCAL_TEMP": str(Path(os.environ.get("TMPDIR", "/tmp")) / "kioskd-ansible-local"),
+        **extra_env,
     }
     return subprocess.run([str(a) for a in args], cwd=ANSIBLE, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT_S, check=False)
@@ -85,6 +86,87 @@ def test_every_download_is_pinned_by_checksum() -> None:
                 assert checksum.startswith("sha256:"), f"{path}: get_url without a sha256 checksum"
             text = repr(task)
             assert "state: latest" not in text and "'latest'" not in text, f"{path}: unpinned 'latest'"
+
+
+def _rendered_config(tmp_path: Path, **variables: str) -> dict[str, object]:
+    """/etc/kioskd/config.toml as kioskd_daemon's template task writes it with the role's defaults and
+    `variables` (rendered into tmp_path on this machine), parsed as TOML, as the daemon reads it."""
+    import json
+    import tomllib
+
+    role = ANSIBLE / "roles" / "kioskd_daemon"
+    dest = tmp_path / "config.toml"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Render config.toml", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "become": False, "vars_files": [str(role / "defaults" / "main.yml")],
+        "tasks": [{"name": "Render config.toml", "ansible.builtin.template": {
+            "src": str(role / "templates" / "config.toml.j2"), "dest": str(dest), "mode": "0600"}}],
+    }]))
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps({"ansible_python_interpreter": sys.executable, **variables}))
+    assert_ok(run(tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{vars_file}", playbook))
+    return tomllib.loads(dest.read_text(encoding="utf-8"))
+
+
+def test_config_toml_names_the_knowledge_folder_only_when_one_is_set(tmp_path: Path) -> None:
+    without = _rendered_config(tmp_path)
+    assert "knowledge" not in without and without["model"] == "/var/lib/kioskd/models/current.gguf", without
+    with_knowledge = _rendered_config(tmp_path, kioskd_knowledge_src="/srv/venue/knowledge")
+    assert with_knowledge == {**without, "knowledge": "/etc/kioskd/knowledge"}
+
+
+def test_a_changed_knowledge_folder_reloads_and_the_unit_can_reload() -> None:
+    """The knowledge tasks notify `kioskd reload` only (never a restart), whose handler is `systemctl reload`: that
+    needs the unit's ExecReload= (systemd 252 has no Type=notify-reload). A changed config.toml restarts."""
+    import yaml
+
+    role = ANSIBLE / "roles" / "kioskd_daemon"
+
+    def notified(path: Path) -> dict[str, object]:
+        tasks = _tasks(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return {str(t["name"]): t["notify"] for t in tasks if "notify" in t}
+
+    knowledge = notified(role / "tasks" / "knowledge.yml")
+    assert knowledge and set(knowledge.values()) == {"kioskd reload"}, knowledge
+    assert notified(role / "tasks" / "config.yml")["Write /etc/kioskd/config.toml"] == "kioskd restart"
+    handlers = yaml.safe_load((role / "handlers" / "main.yml").read_text(encoding="utf-8"))
+    (reload,) = [h for h in handlers if h.get("listen") == "kioskd reload"]
+    assert reload["ansible.builtin.systemd_service"]["state"] == "reloaded", reload
+    # Handlers run in the order they are written: the reload must know about a restart in the same run.
+    names = [h["name"] for h in handlers]
+    assert names.index("Note that kioskd restarts") < names.index("Reload kioskd") < names.index("Restart kioskd")
+    unit = (ROOT / "systemd" / "kioskd.service").read_text(encoding="utf-8").splitlines()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+
+
+def test_a_knowledge_folder_reaches_the_live_path_only_after_the_release_checked_it() -> None:
+    """The daemon refuses to start with a folder it cannot index (SIGHUP only logs it): the files go to a staging
+    copy, the release being deployed runs `kioskd knowledge check` on it, and only then is it renamed into place."""
+    import yaml
+
+    role = ANSIBLE / "roles" / "kioskd_daemon"
+    main = [t["name"] for t in yaml.safe_load((role / "tasks" / "main.yml").read_text(encoding="utf-8"))]
+    assert main.index("Install the release") < main.index("Copy the venue's knowledge folder"), main
+    tasks = _tasks(yaml.safe_load((role / "tasks" / "knowledge.yml").read_text(encoding="utf-8")))
+    names = [str(t["name"]) for t in tasks]
+    by_name = dict(zip(names, tasks, strict=True))
+    copy = by_name["Copy the knowledge files into the staging copy"]["ansible.builtin.copy"]
+    assert copy["dest"] == "{{ kioskd_daemon_knowledge_staging }}/", copy
+    check = by_name["Check the staging copy with the release's kioskd"]
+    argv = check["ansible.builtin.command"]["argv"]
+    assert argv[-4:] == ["{{ kioskd_daemon_release_dir }}/venv/bin/kioskd", "knowledge", "check",
+                         "{{ kioskd_daemon_knowledge_staging }}"], argv
+    assert check["changed_when"] is False, check
+    swap = "Put the checked knowledge folder in place"
+    assert names.index("Check the staging copy with the release's kioskd") \
+        < names.index("Refuse a knowledge folder the daemon cannot use") < names.index(swap), names
+    assert "kioskd_daemon_knowledge_check.stderr" in by_name["Refuse a knowledge folder the daemon cannot use"][
+        "ansible.builtin.fail"]["msg"]
+    # Only the swap touches the live folder, and only it reloads.
+    assert [n for n, t in by_name.items() if "notify" in t] == [swap]
+    rollback = [str(t["name"]) for t in yaml.safe_load((role / "tasks" / "rollback.yml").read_text(encoding="utf-8"))]
+    assert "Remove the knowledge staging copy this run left" in rollback, rollback
 
 
 def _tasks(items: list[dict[str, object]]) -> list[dict[str, object]]:
