@@ -33,7 +33,7 @@ from daemon.messages import (
     Timings,
     Usage,
 )
-from daemon.prefix_states import PrefixStates, model_identity
+from daemon.prefix_states import PrefixStates, common_prefix, model_identity
 from daemon.prompting import fit_prompt
 from daemon.settings import Settings
 from daemon.textstream import StopMatcher, Utf8Assembler
@@ -330,7 +330,7 @@ class LlamaEngine:
         probes = [self._render([ChatMessage("system", system_prompt), ChatMessage("user", text)])
                   for text in ("Hello", "你好")]
         first, second = (llm.tokenize_prompt(p) for p in probes)
-        tokens = first[: _common_prefix(first, second)]
+        tokens = first[: common_prefix(first, second)]
         self._contexts.switch(llm, "")  # The live context is about to be replaced: keep the conversation's.
         self.mark_progress()
         try:
@@ -415,13 +415,6 @@ class LlamaEngine:
                      request.request_id or "-", reason, finished.usage.prompt_tokens, t.prompt_eval_tokens,
                      finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s)
         return finished
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,

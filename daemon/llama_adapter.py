@@ -163,10 +163,7 @@ class SavedContext:
     """
 
     def __init__(self, llm: CountingLlama) -> None:
-        size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
-        self.data = bytes(buffer)[:written]
+        self.data = state_bytes(llm)
         self.tokens = [int(t) for t in llm.input_ids[: llm.n_tokens]]
 
     @property
@@ -174,9 +171,24 @@ class SavedContext:
         return len(self.data) + 4 * len(self.tokens)
 
     def restore(self, llm: CountingLlama) -> None:
-        buffer = (ctypes.c_uint8 * len(self.data)).from_buffer_copy(self.data)
-        if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(self.data)) != len(self.data):
+        if not set_state(llm, self.data):
             raise RuntimeError("llama.cpp refused the saved context")
         llm.input_ids[: len(self.tokens)] = self.tokens
         llm.n_tokens = len(self.tokens)
-        llm._requires_eval = True  # The restored logits are not from a live decode: re-read one token.
+
+
+def state_bytes(llm: Any) -> bytes:
+    """llama.cpp's context state (KV cache and last logits) as bytes."""
+    size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
+    buffer = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
+    return bytes(buffer)[:written]
+
+
+def set_state(llm: Any, data: bytes) -> bool:
+    """Put a state from state_bytes back; False when llama.cpp refuses it (another model or set-up)."""
+    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(data)) != len(data):
+        return False
+    llm._requires_eval = True  # The restored logits are not from a live decode: re-read one token.
+    return True

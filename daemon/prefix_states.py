@@ -6,12 +6,11 @@ STATE_DIR/prefixes/, keyed by the model's sha256, n_ctx, flash attention, llama.
 themselves (so the text, the template and the tokenizer are all in the key). Before a question the engine
 restores the longest stored prefix its prompt starts with; only the rest is evaluated. A file that is stale
 (another model or set-up), truncated or corrupt is detected by its header and checksum and built again.
-Only the engine's model thread calls into this class.
+Only the engine's model thread calls into this class (and so imports llama_cpp, through daemon.llama_adapter).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -47,9 +46,11 @@ class PrefixStates:
         if prefix in self._known or self._read(path, prefix) is not None:
             self._known[prefix] = path
             return "loaded"
+        from daemon.llama_adapter import state_bytes
+
         llm.reset()
         llm.eval(list(prefix))
-        self._write(path, prefix, _state_bytes(llm))
+        self._write(path, prefix, state_bytes(llm))
         self._known[prefix] = path
         return "built"
 
@@ -66,14 +67,16 @@ class PrefixStates:
     def restore_longest(self, llm: Any, prompt: Sequence[int]) -> int:
         """Restore the longest stored prefix of `prompt` that reaches further than the live context already
         does; the number of tokens restored (0: none)."""
-        live = _common(llm.input_ids[: llm.n_tokens], prompt)
+        live = common_prefix(llm.input_ids[: llm.n_tokens], prompt)
         best = max((p for p in self._known if live < len(p) < len(prompt) and tuple(prompt[: len(p)]) == p),
                    key=len, default=None)
         if best is None:
             return 0
+        from daemon.llama_adapter import set_state
+
         path = self._known[best]
         data = self._read(path, best)
-        if data is None or not _set_state(llm, data):
+        if data is None or not set_state(llm, data):
             _LOGGER.warning("prefix state %s is unusable; it is read again from the prompt", path.name)
             self._known.pop(best, None)
             path.unlink(missing_ok=True)
@@ -120,32 +123,14 @@ class PrefixStates:
         return payload
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens two sequences share from the start."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
     return n
-
-
-def _state_bytes(llm: Any) -> bytes:
-    import llama_cpp
-
-    size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
-    buffer = (ctypes.c_uint8 * size)()
-    written = llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
-    return bytes(buffer)[:written]
-
-
-def _set_state(llm: Any, data: bytes) -> bool:
-    import llama_cpp
-
-    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-    if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(data)) != len(data):
-        return False
-    llm._requires_eval = True
-    return True
 
 
 def model_identity(model_path: Path, n_ctx: int, flash_attn: bool, cache_dir: Path) -> dict[str, Any]:
