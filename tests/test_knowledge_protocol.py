@@ -72,7 +72,10 @@ def test_grounded_answer_reads_its_section_and_names_it(venue: Path) -> None:
     run(test)
 
 
-def test_an_answer_its_section_does_not_support_is_retracted_for_the_fallback(venue: Path) -> None:
+HOURS = "Monday to Friday 9:00-21:00, weekends 10:00-18:00."
+
+
+def test_an_answer_its_section_does_not_support_is_retracted_for_the_sections_words(venue: Path) -> None:
     async def test() -> None:
         engine = ScriptedEngine(["We", " open", " at", " 8", ":00", " on", " weekends", "."] + [" more"] * 50,
                                 delay=0.01)
@@ -83,11 +86,40 @@ def test_an_answer_its_section_does_not_support_is_retracted_for_the_fallback(ve
         retract = kinds.index("retract")
         shown_before = "".join(f["text"] for f in frames[:retract] if f["type"] == "token")
         assert "8" not in shown_before  # the invented time never reached the screen
-        assert "".join(f["text"] for f in frames[retract:] if f["type"] == "token") == FALLBACK
-        assert frames[-1]["knowledge"] == "fallback" and frames[-1]["sources"] == []
+        assert "".join(f["text"] for f in frames[retract:] if f["type"] == "token") == HOURS
+        assert frames[-1]["knowledge"] == "grounded"
+        assert frames[-1]["sources"] == [{"file": "hours.md", "title": "Opening hours"}]
         assert frames[-1]["reason"] == "stop"
         assert engine.runs[0].saw_cancel and len(engine.runs[0].emitted) < 20  # the model was stopped at once
-        assert stored == FALLBACK
+        assert stored == HOURS
+
+    run(test)
+
+
+@pytest.mark.parametrize("pieces", [
+    ["Yes", "."],  # says nothing the question did not
+    ["No", ",", " we", " are", " never", " open", " on", " Saturday", "."],  # says no where the section says yes
+])
+def test_an_empty_or_contradicting_answer_is_replaced_by_the_sections_words(venue: Path, pieces: list[str]) -> None:
+    async def test() -> None:
+        engine = ScriptedEngine(pieces)
+        async with serve(engine, knowledge=str(venue)) as served, connect(served) as client:
+            frames = await client.chat("Are you open on Saturday?")
+        kinds = [f["type"] for f in frames]
+        said = "".join(f["text"] for f in frames[kinds.index("retract"):] if f["type"] == "token")
+        assert said == HOURS and frames[-1]["knowledge"] == "grounded"
+
+    run(test)
+
+
+def test_a_model_that_finds_no_answer_in_its_section_gives_the_fallback(venue: Path) -> None:
+    async def test() -> None:
+        engine = ScriptedEngine(["I", " don't", " know", "."])
+        async with serve(engine, knowledge=str(venue)) as served, connect(served) as client:
+            frames = await client.chat("When do you open on Saturday?")
+        kinds = [f["type"] for f in frames]
+        said = "".join(f["text"] for f in frames[kinds.index("retract"):] if f["type"] == "token")
+        assert said == FALLBACK and frames[-1]["knowledge"] == "fallback" and frames[-1]["sources"] == []
 
     run(test)
 
@@ -192,8 +224,8 @@ def test_openai_stream_puts_the_sources_on_the_final_chunk(venue: Path) -> None:
         final: Frame = next(c for c in grounded if c["choices"] and c["choices"][0]["finish_reason"])
         assert final["sources"] == [{"file": "hours.md", "title": "Opening hours"}]
         assert final["knowledge"] == "grounded" and content(grounded) == "We open at 9:00."
-        assert content(unsupported) == FALLBACK  # a stream cannot take text back: nothing of it was sent
-        assert next(c for c in unsupported if c.get("knowledge"))["knowledge"] == "fallback"
+        assert content(unsupported) == HOURS  # a stream cannot take text back: nothing of it was sent
+        assert next(c for c in unsupported if c.get("knowledge"))["knowledge"] == "grounded"
         assert content(faq) == "请带身份证到服务台办理，免费。"
         assert next(c for c in faq if c.get("sources"))["sources"][0]["title"] == "怎么办借书证？"
 

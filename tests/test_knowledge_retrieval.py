@@ -71,6 +71,14 @@ def test_english_words_are_stemmed_and_stop_words_dropped() -> None:
     assert terms("Printing costs").words == terms("print cost").words
 
 
+def test_question_words_and_word_edges_are_not_terms() -> None:
+    asked = terms("电话是多少？书可以借多久？")
+    assert {"多", "少", "久"}.isdisjoint(asked.words) and {"多少", "多久"}.isdisjoint(asked.pairs)
+    assert {"书可", "以借"}.isdisjoint(asked.pairs)  # two words' edges, not a word
+    assert {"电话", "借"} <= set(asked.all())
+    assert terms("I can't find my card").words == terms("I cannot find my card").words == ("cannot", "find", "card")
+
+
 def test_full_width_forms_fold_to_ascii() -> None:
     assert terms("ＷＩＦＩ　密码？").all() == terms("wifi 密码?").all()
     assert language("Ｗｉ－Ｆｉ") == "en" and language("Wi-Fi密码") == "zh"
@@ -107,6 +115,9 @@ def test_the_visitors_language_wins_between_translations(index: KnowledgeIndex) 
     ("Can I bring my dog?", "fallback", None),
     ("Write a poem about autumn", "ordinary", None),
     ("What is 17*3?", "ordinary", None),
+    ("What is 17 times 3?", "ordinary", None),  # "times" is not the opening times
+    ("图书馆里可以抽烟吗？", "fallback", None),   # smoking: a topic no section mentions
+    ("Is there a café near the toilets?", "fallback", None),
     ("写一首关于秋天的诗", "ordinary", None),
 ])
 def test_what_a_question_gets(index: KnowledgeIndex, question: str, kind: str, title: str | None) -> None:

@@ -35,7 +35,7 @@ class KnowledgeAnswer:
         self._on_piece = on_piece
         self._on_retract = on_retract
         self._fallback = fallback
-        self._check = SupportCheck(plan.evidence) if plan.kind == "grounded" else None
+        self._check = SupportCheck(plan.evidence, plan.question, plan.about) if plan.kind == "grounded" else None
         self.shown: list[str] = []
 
     @property
@@ -79,10 +79,15 @@ class KnowledgeAnswer:
         if not self.unsupported:
             return self._annotate(dataclasses.replace(finished, text="".join(self.shown)))
         assert self._check is not None
-        _LOGGER.info("a grounded answer was replaced by the fallback: it %s", self._check.violation)
         self.shown.clear()
         if self._on_retract is not None:
             await self._on_retract()
+        if (quote := self.plan.quote) and not self._check.declined:
+            _LOGGER.info("a grounded answer was replaced by its section's words: it %s", self._check.violation)
+            for part in pieces(quote):
+                await self._show(part)
+            return self._annotate(dataclasses.replace(finished, reason="stop", text=quote))
+        _LOGGER.info("a grounded answer was replaced by the fallback: it %s", self._check.violation)
         for part in pieces(self._fallback):
             await self._show(part)
         return dataclasses.replace(finished, reason="stop", text=self._fallback, knowledge="fallback", sources=())

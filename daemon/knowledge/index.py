@@ -58,7 +58,8 @@ class KnowledgeIndex:
         df: Counter[str] = Counter()
         for entry in self._entries:
             df.update(entry.all_terms)
-        self._idf = Idf(df, len(self._entries))
+        han = sum(1 for e in self._entries if e.section.lang == "zh")
+        self._idf = Idf(df, han, len(self._entries) - han)
         self._synonyms = Synonyms().with_keywords((e.section.title, *e.section.keywords)
                                                   for e in self._entries if e.section.keywords)
 
@@ -93,6 +94,16 @@ class KnowledgeIndex:
         hits = [self._score(self._entries[row], question_units, lang) for row in self._candidates(question_units)]
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:limit]
+
+    def missing_topics(self, question: str) -> list[Unit]:
+        """The question's synonym-group topics ("parking", "抽烟") that no section mentions in any of its words."""
+        asked = units(terms(question), self._synonyms, self._idf)
+        return [u for u in asked if len(u.alternatives) > 1
+                and not any(u.found_in(e.all_terms) for e in self._entries)]
+
+    def term_weight(self, term: str) -> float:
+        """How much a term tells sections apart (its inverse document frequency)."""
+        return self._idf(term)
 
     def question_units(self, text: str) -> list[Unit]:
         return units(terms(text), self._synonyms, self._idf)

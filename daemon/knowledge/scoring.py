@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from daemon.knowledge.synonyms import Synonyms
-from daemon.knowledge.terms import Terms
+from daemon.knowledge.terms import PHRASE_ONLY, Terms
 
 UNIGRAM_WEIGHT = 0.5
 """Chinese single characters count half: their pairs carry the words."""
@@ -30,12 +30,20 @@ class Unit:
 
 
 class Idf:
-    def __init__(self, df: Mapping[str, int], sections: int) -> None:
-        self._df, self._n = df, sections
+    """Inverse document frequency within the sections of the term's own script.
+
+    A venue documented in both languages has each fact twice; counted over all sections, every Chinese word
+    would look twice as rare as it is ("图书馆", in most Chinese sections, would outweigh "吃东西").
+    """
+
+    def __init__(self, df: Mapping[str, int], han_sections: int, other_sections: int) -> None:
+        self._df = df
+        self._n_han, self._n_other = max(han_sections, 1), max(other_sections, 1)
 
     def __call__(self, term: str) -> float:
         df = self._df.get(term, 0)
-        return math.log(1 + (self._n - df + 0.5) / (df + 0.5))
+        n = self._n_han if _han(term) else self._n_other
+        return math.log(1 + (max(n - df, 0) + 0.5) / (df + 0.5))
 
     def known(self, term: str) -> bool:
         return term in self._df
@@ -52,7 +60,8 @@ def units(found: Terms, synonyms: Synonyms, idf: Idf) -> list[Unit]:
         consumed |= covered | {c for t in covered for c in t if len(t) > 1 and _han(t)}
         out.append(Unit(tuple(p.terms for p in group), max(idf(t) for t in covered)))
     for word in dict.fromkeys(found.words):
-        if word not in consumed and not word.isdigit():
+        if word not in consumed and not word.isdigit() and word not in PHRASE_ONLY:
+            # A character no section holds has no known pair to carry it ("咖啡" in 有咖啡厅吗): it counts whole.
             weight = idf(word) * (UNIGRAM_WEIGHT if _han(word) else 1.0)
             out.append(Unit((frozenset({word}),), weight))
     for pair in dict.fromkeys(found.pairs):

@@ -2,14 +2,17 @@
 
 Text is released as soon as it is settled: a number or time still being written ("9", "9:", "9:0") is held
 back until it is complete, so an opening hour the sections never state is never shown or spoken. The answer
-is unsupported when it states a number or time the sections (and the question) do not, or when the model
-says itself that the information is not there; the caller then replaces it with the fallback.
+is unsupported when it states a number or time the sections (and the question) do not, when the model says
+itself that the information is not there, when a finished sentence says yes where the section says no
+(daemon.knowledge.claims), or when the whole answer adds nothing to the question ("Yes."); the caller then
+replaces it with the section's own words or the fallback.
 """
 
 from __future__ import annotations
 
 import re
 
+from daemon.knowledge.claims import adds_nothing, contradicts, lacks_amount, sentences
 from daemon.knowledge.facts import unsupported
 from daemon.knowledge.terms import normalize
 
@@ -31,14 +34,24 @@ _NOT_THERE = re.compile(
     r"无法回答|无法确定|无法提供|不清楚|不知道|抱歉|对不起")
 
 
+_ENDED = re.compile(r"[。！？；!?;.]\s*$")
+
+
 class SupportCheck:
     """Feed the answer's pieces; get back what may be shown. `violation` says why the answer is unsupported."""
 
-    def __init__(self, evidence: str) -> None:
-        self._evidence = evidence
+    def __init__(self, evidence: str, question: str = "", about: str = "") -> None:
+        self._evidence = f"{evidence}\n{question}"
+        self._section = evidence
+        self._section_sentences = sentences(evidence)
+        self._question = question
+        self._about = about
         self._text = ""
         self._released = 0
+        self._claims_checked = 0
         self.violation: str | None = None
+        self.declined = False
+        """The model said the sections do not answer the question: the fallback, not the section's words."""
 
     @property
     def text(self) -> str:
@@ -51,9 +64,15 @@ class SupportCheck:
         return self._release(tail.start() if tail else len(self._text))
 
     def finish(self) -> str:
-        return self._release(len(self._text))
+        if self.violation is None and self._text.strip():
+            if adds_nothing(self._text, self._question, self._section):
+                self.violation = "adds nothing to the question"
+            elif lacks_amount(self._text, self._question, self._section):
+                self.violation = "gives no number, though the question asks for one"
+        return self._release(len(self._text), finished=True)
 
-    def _release(self, end: int) -> str:
+    def _release(self, end: int, finished: bool = False) -> str:
+        self._check_claims(finished)
         if self.violation is not None or end <= self._released:
             return ""
         settled = self._text[:end]
@@ -61,7 +80,20 @@ class SupportCheck:
             self.violation = f"states {', '.join(invented)}, which the sections do not"
         elif found := _NOT_THERE.search(normalize(settled)):
             self.violation = f"the model says the sections do not answer it ({found.group(0)!r})"
+            self.declined = True
         if self.violation is not None:
             return ""
         out, self._released = settled[self._released:], end
         return out
+
+    def _check_claims(self, finished: bool) -> None:
+        """Each sentence once it is complete (the last one when the answer ends)."""
+        if self.violation is not None:
+            return
+        claims = sentences(self._text)
+        complete = claims if finished or _ENDED.search(self._text) else claims[:-1]
+        for n, claim in enumerate(complete[self._claims_checked:], start=self._claims_checked):
+            if contradicts(claim, self._section_sentences, self._question, self._about, first=n == 0):
+                self.violation = f"contradicts its section ({claim!r})"
+                return
+        self._claims_checked = max(self._claims_checked, len(complete))

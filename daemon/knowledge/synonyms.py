@@ -6,6 +6,7 @@ question that holds one phrase of a group matches a section that holds any other
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from daemon.knowledge.terms import terms
 _WEEKDAYS = ("weekday", "weekdays", "working day", "monday to friday", "工作日", "周一至周五", "周一到周五",
              "星期一至星期五", "星期一到星期五")
 _WEEKEND = ("weekend", "weekends", "周末", "双休日")
+
+_HAN_CHARS = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 GROUPS: tuple[tuple[str, ...], ...] = (
     ("toilet", "restroom", "bathroom", "washroom", "lavatory", "wc", "loo", "厕所", "洗手间", "卫生间", "盥洗室"),
@@ -37,15 +40,16 @@ GROUPS: tuple[tuple[str, ...], ...] = (
     ("parking", "car park", "park my car", "停车", "停车场", "车位"),
     ("cafe", "coffee", "café", "咖啡", "咖啡厅", "咖啡馆"),
     ("food", "eat", "drink", "snack", "吃", "饮食", "食物", "饮料", "喝"),
-    ("child", "kid", "children", "儿童", "孩子", "小孩", "少儿"),
+    ("child", "kid", "kids", "children", "儿童", "孩子", "小孩", "少儿", "小朋友", "宝宝"),
     ("member", "membership", "card", "sign up", "register", "join", "会员", "办卡", "读者证", "借书证", "注册"),
     ("borrow", "loan", "check out", "借", "借阅", "借书"),
     ("return", "give back", "归还", "还书"),
     ("late", "overdue", "fine", "逾期", "超期", "罚款", "滞纳金"),
     ("print", "printer", "printing", "打印", "打印机"),
     ("copy", "photocopy", "scan", "复印", "扫描"),
-    ("lost", "found", "lost and found", "失物", "丢失", "遗失", "失物招领"),
-    ("wheelchair", "accessible", "accessibility", "disabled", "elevator", "lift", "无障碍", "轮椅", "电梯"),
+    ("lost", "found", "lost and found", "missing", "misplaced", "cannot find", "forgot", "left behind",
+     "失物", "丢失", "遗失", "失物招领", "丢了", "弄丢", "找不到", "忘了", "落下"),
+    ("wheelchair", "step-free", "barrier-free", "disabled", "elevator", "lift", "无障碍", "轮椅", "电梯"),
     ("room", "study room", "book a room", "meeting room", "自习室", "研讨室", "会议室", "房间", "预约"),
     ("phone", "telephone", "call", "contact", "email", "电话", "联系", "邮箱"),
     ("address", "where", "location", "地址", "位置", "在哪", "哪里"),
@@ -54,6 +58,7 @@ GROUPS: tuple[tuple[str, ...], ...] = (
     ("pet", "dog", "cat", "animal", "宠物", "狗", "猫"),
     ("locker", "storage", "bag", "寄存", "储物柜", "存包"),
     ("smoking", "smoke", "吸烟", "抽烟"),
+    ("id", "identity card", "passport", "identification", "documents", "证件", "身份证", "护照", "材料"),
     ("staff", "desk", "front desk", "help", "服务台", "前台", "工作人员"),
 )
 
@@ -66,6 +71,9 @@ class Phrase:
 
 def phrase(text: str) -> Phrase:
     found = terms(text)
+    if not found.pairs and len(_HAN_CHARS.findall(text)) > 1:
+        # What is left of a longer Chinese phrase ("走" of 怎么走) would match any word with that character.
+        return Phrase(text, frozenset(w for w in found.words if not _HAN_CHARS.match(w)))
     # A Chinese word is its bigrams (one for two characters); an English phrase its stems.
     return Phrase(text, frozenset(found.pairs or found.words))
 
