@@ -93,7 +93,9 @@ class Reply:
     sources: list[str]
     other_cpu_pct: float
     retracted: str = ""
-    """Text the daemon withdrew with a `retract` frame (unsupported by the sources) before sending the fallback."""
+    """Text the daemon withdrew with a `retract` frame (unsupported by its section) before the replacement."""
+    kept_ms: float = 0.0
+    """Client side: to the first token frame of the text the visitor was left with (after a `retract`)."""
     ok: bool | None = None
     why: str = ""
 
@@ -265,7 +267,7 @@ async def ask(http: aiohttp.ClientSession, daemon: Daemon, config: str, qid: int
     await asyncio.to_thread(wait_quiet, quiet_wait)
     async with http.ws_connect(daemon.url + "/ws") as ws:
         timer = Timer(("self", daemon.proc.pid))
-        first, retracted = 0.0, ""
+        first, kept, retracted = 0.0, 0.0, ""
         await ws.send_str(json.dumps({"type": "chat", "session": None, "text": text}))
         while True:
             msg = await asyncio.wait_for(ws.receive(), 600)
@@ -275,19 +277,22 @@ async def ask(http: aiohttp.ClientSession, daemon: Daemon, config: str, qid: int
             if frame["type"] == "token":
                 timer.piece(frame["text"])
                 first = first or timer.first
+                kept = kept or time.perf_counter()
             elif frame["type"] == "retract":  # the text so far is withdrawn; the replacement follows
                 retracted += "".join(timer.pieces)
                 timer.pieces.clear()
+                kept = 0.0
             elif frame["type"] == "error":
                 raise RuntimeError(f"{daemon.name}: error frame for {text!r}: {frame}")
             elif frame["type"] == "done":
                 break
     timings, usage = frame.get("timings") or {}, frame.get("usage") or {}
     first = first or time.perf_counter()
+    kept = kept or first
     return Reply(config, qid, "".join(timer.pieces), round((first - timer.start) * 1000, 1), timings.get("ttft_ms"),
                  timings.get("prompt_eval_tokens"), usage.get("prompt_tokens"), usage.get("completion_tokens"),
                  frame.get("reason", "?"), frame.get("knowledge"), _source_keys(frame.get("sources")),
-                 timer.other_cpu_pct(), retracted)
+                 timer.other_cpu_pct(), retracted, round((kept - timer.start) * 1000, 1))
 
 
 def _source_keys(sources: Any) -> list[str]:
@@ -459,7 +464,9 @@ def summarize(results: Results) -> dict[str, Any]:
     out["ttft"] = {"grounded_n": len(grounded), "a_ms": a_ttft, "c_ms": c_ttft, "ratio": ratio,
                    "median_of_ratios": _median(per_question), "a_server_ms": a_srv, "c_server_ms": c_srv,
                    "server_ratio": a_srv / c_srv if a_srv and c_srv else None,
-                   "b_ms": med(B, grounded, "ttft_ms"), "faq_n": len(faq), "a_faq_ms": med(A, faq, "ttft_ms"),
+                   "b_ms": med(B, grounded, "ttft_ms"), "a_kept_ms": med(A, grounded, "kept_ms"),
+                   "kept_ratio": (k / c_ttft) if (k := med(A, grounded, "kept_ms")) and c_ttft else None,
+                   "faq_n": len(faq), "a_faq_ms": med(A, faq, "ttft_ms"),
                    "pass": ratio is not None and ratio <= TARGET_TTFT_RATIO}
     out["prompt"] = {config: {"eval": med(config, grounded, "prompt_eval_tokens"),
                               "eval_min": min((r.prompt_eval_tokens for q in grounded
@@ -512,6 +519,8 @@ def table(results: Results, s: dict[str, Any]) -> Iterator[str]:
            f"(<= {TARGET_TTFT_RATIO}: {_verdict(t['pass'])}); median of per-question ratios "
            f"{_fmt(t['median_of_ratios'], 2)}; daemon ttft_ms {_fmt(t['a_server_ms'])} / {_fmt(t['c_server_ms'])} = "
            f"{_fmt(t['server_ratio'], 2)}; B {_fmt(t['b_ms'])} ms")
+    yield (f"time to the first word that stayed (a retracted answer counts from its replacement): A median "
+           f"{_fmt(t['a_kept_ms'])} ms, over C {_fmt(t['kept_ratio'], 2)}")
     yield f"TTFT of the {t['faq_n']} FAQ answers on A (curated text, no model): median {_fmt(t['a_faq_ms'], 1)} ms"
     p = s["prompt"]
     yield "prompt tokens per grounded question (median; evaluated = not reused from the cache):"

@@ -48,8 +48,11 @@ class PrefixStates:
             return "loaded"
         from daemon.llama_adapter import state_bytes
 
-        llm.reset()
-        llm.eval(list(prefix))
+        # Prefixes warmed one after another share their start (the system prompt and the grounding rules):
+        # what the live context already holds of it is kept, only the rest is read.
+        kept = min(common_prefix(llm.input_ids[: llm.n_tokens], prefix), len(prefix) - 1)
+        llm.n_tokens = max(kept, 0)
+        llm.eval(list(prefix[llm.n_tokens:]))
         self._write(path, prefix, state_bytes(llm))
         self._known[prefix] = path
         return "built"

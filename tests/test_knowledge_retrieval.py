@@ -77,6 +77,7 @@ def test_question_words_and_word_edges_are_not_terms() -> None:
     assert {"书可", "以借"}.isdisjoint(asked.pairs)  # two words' edges, not a word
     assert {"电话", "借"} <= set(asked.all())
     assert terms("I can't find my card").words == terms("I cannot find my card").words == ("cannot", "find", "card")
+    assert terms("Does it cost anything?").words == ("cost",) and terms("英语角是星期几？").pairs == ("英语", "语角")
 
 
 def test_full_width_forms_fold_to_ascii() -> None:

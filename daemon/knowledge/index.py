@@ -23,7 +23,7 @@ _LOGGER = logging.getLogger(__name__)
 
 FORMAT = "kioskd-knowledge-index-1"
 CANDIDATES = 40
-SAME_LANGUAGE_BONUS = 0.1
+SAME_LANGUAGE_BONUS = 0.2
 TITLE_SHARE = 0.3
 """How much of a section's score comes from its heading (and keywords) alone."""
 

@@ -61,7 +61,6 @@ def units(found: Terms, synonyms: Synonyms, idf: Idf) -> list[Unit]:
         out.append(Unit(tuple(p.terms for p in group), max(idf(t) for t in covered)))
     for word in dict.fromkeys(found.words):
         if word not in consumed and not word.isdigit() and word not in PHRASE_ONLY:
-            # A character no section holds has no known pair to carry it ("咖啡" in 有咖啡厅吗): it counts whole.
             weight = idf(word) * (UNIGRAM_WEIGHT if _han(word) else 1.0)
             out.append(Unit((frozenset({word}),), weight))
     for pair in dict.fromkeys(found.pairs):

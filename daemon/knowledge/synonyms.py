@@ -58,7 +58,7 @@ GROUPS: tuple[tuple[str, ...], ...] = (
     ("pet", "dog", "cat", "animal", "宠物", "狗", "猫"),
     ("locker", "storage", "bag", "寄存", "储物柜", "存包"),
     ("smoking", "smoke", "吸烟", "抽烟"),
-    ("id", "identity card", "passport", "identification", "documents", "证件", "身份证", "护照", "材料"),
+    ("id", "identity card", "passport", "identification", "证件", "身份证", "护照", "材料"),
     ("staff", "desk", "front desk", "help", "服务台", "前台", "工作人员"),
 )
 

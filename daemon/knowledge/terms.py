@@ -37,7 +37,8 @@ is are was were be been being am do does did doing done have has had having will
 may might must i me my mine we us our ours you your yours he him his she her hers it its they them their this
 that these those there here what which who whom whose when where why how all any some no not yes please
 hi hello hey thanks thank ok okay tell know want need like get got just also very really much many more most
-guy guys let lets one use using s t d ll m re ve don doesn didn isn aren wasn won can couldn shouldn
+guy guys let lets one use using thing things anything something everything s t d ll m re ve don doesn didn
+isn aren wasn won can couldn shouldn
 """)
 # Question words (when, where) are stop words for matching; the question's topic carries the meaning.
 
@@ -47,8 +48,8 @@ ZH_STOP = frozenset("的了吗呢吧啊呀么嘛哦是在我你您他她它们�
 
 # Question words carry no topic, like "when" and "where" among EN_STOP; cut out before characters pair up, so
 # "电话是多少" matches the contact section on 电话 alone.
-_ZH_QUESTION_WORDS = re.compile("多少|多久|多长时间|多长|什么|怎么|怎样|如何|哪里|哪儿|哪个|哪些|为什么|"
-                                "是不是|有没有|能不能|可不可以|行不行|好不好|请问")
+_ZH_QUESTION_WORDS = re.compile("星期几|礼拜几|周几|多少|多久|多长时间|多长|什么|怎么|怎样|如何|哪里|哪儿|哪个|哪些|"
+                                "为什么|是不是|有没有|能不能|可不可以|行不行|好不好|请问")
 
 
 @dataclass(frozen=True)
