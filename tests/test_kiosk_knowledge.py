@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import expect
 
 from tests.browser import ask, kiosk_page, last_answer, needs_chromium, screenshot, wait_answer_state, wait_status
@@ -29,6 +30,7 @@ FAQ_ANSWER = "The library opens at 9:00 and closes at 21:00."
 POEM = "Red leaves drift down,\nthe wind hums low,\nautumn walks home."
 # A grounded answer that goes on to state a time the venue's documents never give: the daemon withdraws it.
 UNSUPPORTED = "The library is open every day. The reading garden opens at 7:45 in the morning."
+DECLINED = "I'm sorry, but the information does not mention the opening hours."
 
 
 def venue(tmp_path: Path) -> Path:
@@ -77,8 +79,12 @@ def test_answers_from_the_venue_show_their_source_and_others_do_not(tmp_path: Pa
     asyncio.run(test())
 
 
-def test_an_unsupported_answer_is_replaced_by_the_fallback(tmp_path: Path) -> None:
-    engine = ScriptedEngine(pieces(UNSUPPORTED), delay=0.01)
+@pytest.mark.parametrize(("answer_text", "kind"), [
+    (UNSUPPORTED, "grounded"),  # an invented time: replaced by the section's own words, its source shown
+    (DECLINED, "fallback"),  # the model says the section does not answer: the fallback, styled as one
+])
+def test_an_unsupported_answer_is_replaced(tmp_path: Path, answer_text: str, kind: str) -> None:
+    engine = ScriptedEngine(pieces(answer_text), delay=0.01)
 
     async def test() -> None:
         async with serve(engine, knowledge=str(venue(tmp_path))) as served, \
@@ -96,17 +102,21 @@ def test_an_unsupported_answer_is_replaced_by_the_fallback(tmp_path: Path) -> No
             kinds = [frame["type"] for frame in frames]
             assert "retract" in kinds and "token" in kinds[:kinds.index("retract")], kinds
             done = next(frame for frame in frames if frame["type"] == "done")
-            assert done["knowledge"] == "fallback" and done["sources"] == [], done
+            assert done["knowledge"] == kind, done
+            assert done["sources"] == ([] if kind == "fallback" else [{"file": "hours.md", "title": "Opening hours"}])
             withdrawn = "".join(f["text"] for f in frames[:kinds.index("retract")] if f["type"] == "token")
             answer = last_answer(page)
-            await expect(answer).to_have_attribute("data-knowledge", "fallback")
-            await expect(answer).to_have_class(re.compile(r"\bmsg-fallback\b"))
-            await expect(answer.get_by_test_id("sources")).to_have_count(0)
+            await expect(answer).to_have_attribute("data-knowledge", kind)
+            if kind == "fallback":
+                await expect(answer).to_have_class(re.compile(r"\bmsg-fallback\b"))
+                await expect(answer.get_by_test_id("sources")).to_have_count(0)
+            else:
+                await expect(answer.get_by_test_id("sources")).to_contain_text("Opening hours")
             body = (await answer.get_by_test_id("message-body").inner_text()).strip()
             replacement = "".join(f["text"] for f in frames[kinds.index("retract"):] if f["type"] == "token")
             assert body == replacement.strip() and body, (body, replacement)
             assert withdrawn.strip() not in await page.locator("body").inner_text()
-            await screenshot(page, "800x480-en-knowledge-fallback")
+            await screenshot(page, f"800x480-en-knowledge-replaced-{kind}")
             assert log.errors == []
 
     asyncio.run(test())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.knowledge.claims import adds_nothing, contradicts, lacks_amount, negative, sentences
+from daemon.knowledge.claims import adds_nothing, asks_back, contradicts, lacks_amount, negative, sentences
 from daemon.knowledge.folder import Section
 from daemon.knowledge.index import KnowledgeIndex
 from daemon.knowledge.quotes import best_quote, best_sentence
@@ -70,6 +70,16 @@ def test_an_answer_without_the_number_it_was_asked_for_lacks_it() -> None:
     assert not lacks_amount("It costs ¥50 per year.", "How much is a card for me?", card)
     assert not lacks_amount("The card is free for residents.", "Who can get a card?", card)
     assert not lacks_amount("It is free.", "How much is the Wi-Fi?", "The Wi-Fi is free.")  # no number to give
+
+
+def test_an_answer_that_echoes_the_question_back_asks_back() -> None:
+    assert asks_back("根据还书箱的信息，如果还书晚了一天罚多少钱？") and asks_back("Is it open? ")
+    assert not asks_back("Overdue items cost ¥0.50 per day.")
+    check = SupportCheck("Returns\nOverdue items cost ¥0.50 per item per day.", "How much is the late fee?")
+    for piece in ["Overdue", " items", " cost", " what", "?"]:
+        check.feed(piece)
+    check.finish()
+    assert check.violation == "answers with a question"
 
 
 def test_the_support_check_catches_a_contradiction_at_the_end_of_its_sentence() -> None:

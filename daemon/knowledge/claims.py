@@ -62,6 +62,11 @@ def lacks_amount(answer: str, question: str, evidence: str) -> bool:
     return bool(_ASKS_AMOUNT.search(normalize(question))) and bool(facts(evidence)) and not facts(answer)
 
 
+def asks_back(answer: str) -> bool:
+    """The answer ends in a question: a small model that echoes the visitor's question has not answered it."""
+    return answer.rstrip().endswith(("?", "？"))
+
+
 def _closest(claimed: set[str], evidence: list[str]) -> str | None:
     best, best_overlap = None, 0
     for sentence in evidence:

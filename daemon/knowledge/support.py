@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from daemon.knowledge.claims import adds_nothing, contradicts, lacks_amount, sentences
+from daemon.knowledge.claims import adds_nothing, asks_back, contradicts, lacks_amount, sentences
 from daemon.knowledge.facts import unsupported
 from daemon.knowledge.terms import normalize
 
@@ -67,6 +67,8 @@ class SupportCheck:
         if self.violation is None and self._text.strip():
             if adds_nothing(self._text, self._question, self._section):
                 self.violation = "adds nothing to the question"
+            elif asks_back(self._text):
+                self.violation = "answers with a question"
             elif lacks_amount(self._text, self._question, self._section):
                 self.violation = "gives no number, though the question asks for one"
         return self._release(len(self._text), finished=True)
