@@ -15,18 +15,21 @@ from daemon.appkeys import (
     HISTORY,
     KNOWLEDGE,
     LISTENING,
+    OPERATOR,
     SETTINGS,
     SOCKETS,
+    VISITS,
     VOICE,
     OpenSockets,
 )
 from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
-from daemon.history import History
+from daemon.history import IN_MEMORY, History
 from daemon.knowledge.library import VenueKnowledge
 from daemon.middlewares import json_errors
 from daemon.retention import purge_periodically
 from daemon.settings import LiveSettings, Settings, describe
+from daemon.visits import OperatorAccess, VisitKeeper, operator_api
 from daemon.voice_link import VoiceLink
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,12 +45,15 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app[LISTENING] = asyncio.Event()
     app[SOCKETS] = OpenSockets()
     app[KNOWLEDGE] = VenueKnowledge()
+    app[OPERATOR] = OperatorAccess(settings.operator_pin, settings.operator_lockout_attempts,
+                                   settings.operator_lockout_seconds, settings.operator_unlock_seconds)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/ws", chat_ws.websocket_chat)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     sessions_api.add_routes(app.router)
+    operator_api.add_routes(app.router)
     kiosk_page.add_routes(app, settings)
     app.on_response_prepare.append(kiosk_page.add_security_headers)
     app.cleanup_ctx.append(_knowledge)
@@ -72,11 +78,14 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
     """Open the history before the socket listens (a broken database stops start-up), purge old sessions
     while serving, and close the store last."""
     settings = app[SETTINGS].current
-    history = await History.open(settings.history_file)
+    # history_mode off: an in-memory database, so nothing of a conversation is ever written to disk.
+    history = await History.open(IN_MEMORY if settings.history_mode == "off" else settings.history_file)
     if pages := settings.fault_history_max_pages:
         await history.run(lambda store: store.limit_pages(pages))
     app[HISTORY] = history
     app[CONVERSATIONS] = Conversations(app[SETTINGS], app[ENGINE], history, app[KNOWLEDGE])
+    app[VISITS] = VisitKeeper(settings.history_mode, history)
+    await app[VISITS].start()
     purger = asyncio.create_task(purge_periodically(history, settings.retention_days), name="history-purge")
     try:
         yield

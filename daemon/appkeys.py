@@ -11,6 +11,7 @@ from daemon.engine import ChatEngine
 from daemon.history import History
 from daemon.knowledge.library import VenueKnowledge
 from daemon.settings import LiveSettings
+from daemon.visits import OperatorAccess, VisitKeeper
 from daemon.voice_link import VoiceLink
 
 SETTINGS = web.AppKey("settings", LiveSettings)
@@ -20,6 +21,8 @@ HISTORY = web.AppKey("history", History)
 LISTENING = web.AppKey("listening", asyncio.Event)
 VOICE = web.AppKey("voice", VoiceLink)
 KNOWLEDGE = web.AppKey("knowledge", VenueKnowledge)
+VISITS = web.AppKey("visits", VisitKeeper)
+OPERATOR = web.AppKey("operator", OperatorAccess)
 
 
 class OpenSockets(set[web.WebSocketResponse]):

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Collection
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from daemon.appkeys import CONVERSATIONS, ENGINE, SETTINGS, SOCKETS, VOICE
+from daemon.appkeys import CONVERSATIONS, ENGINE, OPERATOR, SETTINGS, SOCKETS, VISITS, VOICE
 from daemon.engine import Generation, reporting_queue_position
 from daemon.frames import (
     CancelFrame,
@@ -19,11 +20,13 @@ from daemon.frames import (
     FrameError,
     HelloFrame,
     ListenFrame,
+    NewVisitFrame,
     ResetFrame,
     RetractFrame,
     ServerFrame,
     SessionFrame,
     TokenFrame,
+    VisitFrame,
     parse_client_frame,
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
@@ -95,7 +98,7 @@ async def _converse(ws: web.WebSocketResponse, app: web.Application, local: bool
 
 
 class ChatConnection:
-    """The state of one WebSocket client: its running answer, if any."""
+    """The state of one WebSocket client: its visit (see daemon.visits) and its running answer, if any."""
 
     def __init__(self, ws: web.WebSocketResponse, app: web.Application, local: bool = False) -> None:
         self._ws = ws
@@ -106,6 +109,8 @@ class ChatConnection:
         self._session: str | None = None
         self._last_activity = asyncio.get_running_loop().time()
         self._idle_watch: asyncio.Task[None] | None = None
+        self._visits = app[VISITS]
+        self.visit = self._visits.begin()
         self.voice = ScreenVoice(app.get(VOICE), local, self.send, self._wake,
                                  getattr(app[ENGINE], "yield_cpu", None))
 
@@ -113,7 +118,10 @@ class ChatConnection:
         settings, engine = self._app[SETTINGS].current, self._app[ENGINE]
         return HelloFrame(model=engine.model_id, ready=engine.ready, idle_reset=settings.idle_reset,
                           max_question_chars=settings.max_question_chars, suggestions=list(settings.suggestions),
-                          voice=self.voice.state())
+                          voice=self.voice.state(), visit=self.visit, history_mode=self._visits.mode,
+                          operator_unlock=self._app[OPERATOR].enabled, onscreen_keyboard=settings.onscreen_keyboard,
+                          venue_name=settings.venue_name, welcome_en=settings.welcome_en,
+                          welcome_zh=settings.welcome_zh, wake_phrase=settings.wake_phrase)
 
     async def _wake(self) -> None:
         """The wake phrase: whatever the kiosk was saying or writing stops, and it listens."""
@@ -135,9 +143,10 @@ class ChatConnection:
                 self._last_activity = loop.time()  # Writing an answer is activity too.
             elif loop.time() - self._last_activity >= idle:
                 if self._session is not None:
-                    session, self._session = self._session, None
+                    session = self._session
                     _LOGGER.info("session %s ended after %.0f s idle", session, idle)
-                    await self.send(ResetFrame(session))
+                    await self.new_visit()
+                    await self.send(ResetFrame(session, visit=self.visit))
                 self._last_activity = loop.time()
 
     async def send(self, frame: ServerFrame) -> None:
@@ -167,6 +176,9 @@ class ChatConnection:
         if isinstance(frame, CancelFrame):
             self.cancel()
             await self.voice.barge_in()
+        elif isinstance(frame, NewVisitFrame):
+            await self.new_visit()
+            await self.send(VisitFrame(self.visit))
         elif isinstance(frame, ChatFrame):
             await self._start(frame)
         elif isinstance(frame, ListenFrame):
@@ -176,6 +188,15 @@ class ChatConnection:
                 await self.send(self.voice.state())
         else:
             await self.voice.on_speech(frame.on)
+
+    async def new_visit(self) -> None:
+        """End this screen's visit (its answer stops first) and start the next one."""
+        self.cancel()
+        await self.voice.barge_in()
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
+        ended, self.visit, self._session = self.visit, self._visits.begin(), None
+        await self._visits.end(ended)
 
     def cancel(self) -> None:
         if self._task is None or self._task.done():
@@ -191,6 +212,10 @@ class ChatConnection:
             await self.send(ErrorFrame("generation_in_progress",
                                        "an answer is still being written; cancel it or wait for 'done'"))
             return
+        if frame.session is not None and not self._visits.owns(self.visit, frame.session):
+            # Another visit's conversation, or none: the same answer, so that an id reveals nothing.
+            await self.send(ErrorFrame("unknown_session", f"no session {frame.session!r}; send null to start"))
+            return
         try:
             session, turns = await self._app[CONVERSATIONS].open(frame.session)
         except NoSuchSession:
@@ -199,6 +224,7 @@ class ChatConnection:
         except HistoryError as exc:
             await self.send(ErrorFrame("history_unavailable", str(exc)))
             return
+        self._visits.joined(self.visit, session)
         await self.send(SessionFrame(session))
         self._session = session
         self._cancel_while_queued = False
@@ -274,11 +300,13 @@ class ChatConnection:
             task.cancel()
         cancelled = await _wait_through_cancellation(tasks)
         cancelled |= await _wait_through_cancellation({asyncio.ensure_future(self.voice.close())})
+        # The screen is gone, and its visit with it (history_mode visit and off: its conversations too).
+        cancelled |= await _wait_through_cancellation({asyncio.ensure_future(self._visits.end(self.visit))})
         if cancelled:
             raise asyncio.CancelledError
 
 
-async def _wait_through_cancellation(tasks: Collection[asyncio.Future[None]]) -> bool:
+async def _wait_through_cancellation(tasks: Collection[asyncio.Future[Any]]) -> bool:
     """Wait until all `tasks` are done even if we are cancelled meanwhile; whether we were."""
     cancelled = False
     while not all(task.done() for task in tasks):

@@ -1,5 +1,5 @@
 """The `kioskd` command: `serve` runs the daemon, `pull` fetches a model, `doctor` checks the set-up,
-`knowledge check` validates a venue's knowledge folder."""
+`knowledge check` validates a venue's knowledge folder, `operator-pin` makes the hash for the operator PIN."""
 
 from __future__ import annotations
 
@@ -42,11 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge_commands = knowledge.add_subparsers(dest="knowledge_command", metavar="ACTION", required=True)
     check = knowledge_commands.add_parser("check", help="validate a knowledge folder and list what it indexes")
     check.add_argument("folder", type=Path, metavar="DIR", help="the folder of Markdown files")
+    commands.add_parser("operator-pin", help="read an operator PIN from stdin (or a prompt) and print the salted "
+                        "hash to set as operator_pin")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "operator-pin":
+        from daemon.visits.pin_command import run_operator_pin
+
+        return run_operator_pin()
     if args.command == "knowledge":
         from daemon.knowledge.check_command import run_check
 

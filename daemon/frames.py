@@ -47,8 +47,15 @@ class SpeechFrame:
     type: ClassVar[str] = "speech"
 
 
-ClientFrame = ChatFrame | CancelFrame | ListenFrame | SpeechFrame
-CLIENT_TYPES = ("chat", "cancel", "listen", "speech")
+@dataclass(frozen=True)
+class NewVisitFrame:
+    """"New customer": the screen's visit ends and a new one starts (answered with a `visit` frame)."""
+
+    type: ClassVar[str] = "new_visit"
+
+
+ClientFrame = ChatFrame | CancelFrame | ListenFrame | SpeechFrame | NewVisitFrame
+CLIENT_TYPES = ("chat", "cancel", "listen", "speech", "new_visit")
 
 
 def parse_client_frame(raw: str, max_question_chars: int | None = None) -> ClientFrame:
@@ -61,6 +68,8 @@ def parse_client_frame(raw: str, max_question_chars: int | None = None) -> Clien
     kind = data.get("type")
     if kind == "cancel":
         return CancelFrame()
+    if kind == "new_visit":
+        return NewVisitFrame()
     if kind in ("listen", "speech"):
         on = data.get("on")
         if not isinstance(on, bool):
@@ -161,6 +170,17 @@ class HelloFrame(ServerFrame):
     max_question_chars: int
     suggestions: list[str]
     voice: VoiceFrame
+    visit: str = ""
+    """This screen's visit token: send it as X-Kioskd-Visit to /api/sessions."""
+    history_mode: str = "visit"
+    operator_unlock: bool = False
+    """An operator PIN is set up (POST /api/operator/unlock)."""
+    onscreen_keyboard: str = "auto"
+    venue_name: str = ""
+    welcome_en: str = ""
+    welcome_zh: str = ""
+    wake_phrase: str = ""
+    """The wake phrase, when one is set (the welcome screen invites visitors to say it)."""
     type: ClassVar[str] = "hello"
 
     def to_json(self) -> str:
@@ -179,7 +199,17 @@ class ResetFrame(ServerFrame):
 
     session: str
     reason: str = "idle"
+    visit: str = ""
+    """The new visit's token (the old one no longer works)."""
     type: ClassVar[str] = "reset"
+
+
+@dataclass(frozen=True)
+class VisitFrame(ServerFrame):
+    """The answer to `new_visit`: the new visit's token (the old one no longer works)."""
+
+    visit: str
+    type: ClassVar[str] = "visit"
 
 
 @dataclass(frozen=True)

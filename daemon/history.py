@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +57,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+IN_MEMORY = Path(":memory:")
+"""A history that is never written to disk (history_mode off)."""
 
 
 class HistoryError(Exception):
@@ -143,6 +145,7 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(f"cannot open history database {path}: {exc}") from None
@@ -289,10 +292,15 @@ class HistoryStore:
             raise NoSuchSession(session)
         return rows[0]
 
-    def sessions(self, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
+    def sessions(self, limit: int = 100, offset: int = 0, among: Collection[str] | None = None
+                 ) -> list[SessionSummary]:
+        """Newest first; with `among`, only those sessions (a visit's)."""
+        ids = sorted(among or ()) if among is not None else None
+        within = "" if ids is None else f"AND s.id IN ({','.join('?' * len(ids))}) "
         # A session whose only question was taken back holds nothing worth listing.
-        return self._summaries("WHERE EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id) "
-                               "ORDER BY s.updated_at DESC, s.created_at DESC LIMIT ? OFFSET ?", (limit, offset))
+        return self._summaries(f"WHERE EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id) {within}"
+                               "ORDER BY s.updated_at DESC, s.created_at DESC LIMIT ? OFFSET ?",
+                               (*(ids or ()), limit, offset))
 
     def _summaries(self, tail: str, params: tuple[object, ...]) -> list[SessionSummary]:
         rows = self._db.execute(
@@ -306,9 +314,22 @@ class HistoryStore:
             raise NoSuchSession(session)
 
     def delete(self, session: str) -> None:
-        cursor = self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
-        if cursor.rowcount == 0:
+        if not self.erase([session]):
             raise NoSuchSession(session)
+
+    def erase(self, sessions: Collection[str] | None) -> int:
+        """Delete these sessions (None: every one) and their waiting turns, so that their text is gone from the
+        files too: overwritten in the database (secure_delete) and the write-ahead log emptied. How many."""
+        ids = list(sessions) if sessions is not None else None
+        if ids == []:
+            return 0
+        where = "" if ids is None else f" WHERE id IN ({','.join('?' * len(ids))})"
+        with self._transaction():
+            removed = int(self._db.execute(f"DELETE FROM sessions{where}", ids or ()).rowcount)
+        kept = [t for t in self._pending if ids is not None and t.session not in ids]
+        self._pending = deque(kept)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
 
     def purge_before(self, cutoff: float) -> int:
         """Delete sessions last used before `cutoff` (epoch seconds); returns how many."""

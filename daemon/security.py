@@ -34,6 +34,12 @@ API_PREFIXES = ("/v1/", "/api/")
 WS_PATH = "/ws"
 MIN_TOKEN_CHARS = 16
 Origin = tuple[str, str, int | None]  # scheme, host, port: what makes two origins the same
+_TOKEN_OK = web.RequestKey("kioskd_api_token_ok", bool)
+
+
+def has_api_token(request: web.Request) -> bool:
+    """The request carried the right API token (from any address); the guard decides it once per request."""
+    return bool(request.get(_TOKEN_OK, False))
 
 
 def is_loopback(address: str | None) -> bool:
@@ -155,8 +161,9 @@ def guard(settings: Settings) -> Middleware:
     @web.middleware
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
         area = _area(request)
+        refusal = policy.token_refusal(request.headers.get(hdrs.AUTHORIZATION)) if area == "api" else ""
+        request[_TOKEN_OK] = refusal is None
         if area == "api" and not is_loopback(request.remote):
-            refusal = policy.token_refusal(request.headers.get(hdrs.AUTHORIZATION))
             if refusal is not None:
                 # Never the header itself: a wrong token is often a right one for something else.
                 _LOGGER.info("refused %s %r from %s: %s", request.method, request.path, request.remote, refusal)

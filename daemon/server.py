@@ -130,7 +130,7 @@ LIVE_SETTINGS = frozenset({
     "knowledge", "knowledge_fallback", "knowledge_fallback_zh", "knowledge_only",
     # Read per request or per new connection:
     "max_connections", "max_generations_per_client", "max_generation_seconds", "ws_frames_per_second",
-    "ws_flood_seconds",
+    "ws_flood_seconds", "venue_name", "welcome_en", "welcome_zh", "onscreen_keyboard",
     *MODEL_SETTINGS,
 })
 

@@ -1,4 +1,9 @@
-"""The session history API: list, read, rename and delete stored conversations."""
+"""The session history API: list, read, rename and delete stored conversations.
+
+Who sees what: a caller with the API token or an operator token sees the whole archive; a kiosk screen (a
+loopback caller without either) sends its visit's token and sees only the sessions created in that visit, any
+other id being unknown to it (so a guessed or old id tells nothing).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.appkeys import HISTORY
+from daemon.appkeys import HISTORY, OPERATOR, VISITS
 from daemon.history import HistoryStore, NoSuchSession, SessionSummary, Turn
 from daemon.openai_api import read_json
 from daemon.openai_schema import ApiError
+from daemon.security import has_api_token
+from daemon.visits.operator_api import OPERATOR_HEADER
+
+VISIT_HEADER = "X-Kioskd-Visit"
 
 MAX_TITLE = 200
 MAX_PAGE = 500
@@ -55,6 +64,26 @@ def _unknown(session: str) -> ApiError:
     return ApiError(404, f"no session {shown!r}", code="unknown_session", kind="not_found_error")
 
 
+def _scope(request: web.Request) -> frozenset[str] | None:
+    """None: the whole archive; else the sessions of the caller's visit. ApiError 403 without a valid visit."""
+    if has_api_token(request) or request.app[OPERATOR].valid(request.headers.get(OPERATOR_HEADER)):
+        return None
+    sessions = request.app[VISITS].sessions(request.headers.get(VISIT_HEADER))
+    if sessions is None:
+        raise ApiError(403, f"send this screen's visit token ({VISIT_HEADER}, from the hello frame): the history "
+                       "of other visits is for the operator only", code="visit_required", kind="permission_error")
+    return sessions
+
+
+def _reachable(request: web.Request) -> str:
+    """The session id of the path, if this caller may reach it; ApiError 404 (as for no such session) if not."""
+    session = request.match_info["id"]
+    scope = _scope(request)
+    if scope is not None and session not in scope:
+        raise _unknown(session)
+    return session
+
+
 def _title(body: object) -> str:
     """The new title from a PATCH body, white space folded; the body may hold nothing else."""
     if not isinstance(body, dict):
@@ -74,12 +103,13 @@ def _title(body: object) -> str:
 async def list_sessions(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 10**9)
-    sessions = await request.app[HISTORY].run(lambda store: store.sessions(limit, offset))
+    scope = _scope(request)
+    sessions = await request.app[HISTORY].run(lambda store: store.sessions(limit, offset, scope))
     return web.json_response({"sessions": [_summary(s) for s in sessions]})
 
 
 async def get_session(request: web.Request) -> web.Response:
-    session = request.match_info["id"]
+    session = _reachable(request)
     try:
         summary, turns = await request.app[HISTORY].run(
             lambda store: (store.summary(session), store.turns(session)))
@@ -89,7 +119,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 async def rename_session(request: web.Request) -> web.Response:
-    session = request.match_info["id"]
+    session = _reachable(request)
     title = _title(await read_json(request))
 
     def rename(store: HistoryStore) -> SessionSummary:
@@ -104,9 +134,10 @@ async def rename_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    session = request.match_info["id"]
+    session = _reachable(request)
     try:
         await request.app[HISTORY].run(lambda store: store.delete(session))
     except NoSuchSession:
         raise _unknown(session) from None
+    await request.app[VISITS].forget([session])
     return web.Response(status=204)

@@ -11,12 +11,13 @@ import argparse
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon.messages import Sampling
+from daemon.visits.pin import pin_hash_problem
 
 ENV_PREFIX = "KIOSKD_"
 DEFAULT_CONFIG = Path("/etc/kioskd/config.toml")
@@ -57,9 +58,10 @@ def default_batch_threads() -> int:
     return _cores()
 
 
-def _opt(help: str, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[str, ...] = (), secret: bool = False) -> dict[str, Any]:
-    return {"help": help, "lo": lo, "hi": hi, "choices": choices, "secret": secret}
+def _opt(help: str, *, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] = (),
+         secret: bool = False, check: Callable[[Any], str | None] | None = None) -> dict[str, Any]:
+    """`check`: a further test of the converted value, returning what is wrong with it (None: fine)."""
+    return {"help": help, "lo": lo, "hi": hi, "choices": choices, "secret": secret, "check": check}
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,24 @@ class Settings:
         "sentences only).", lo=0, hi=1000))
     half_duplex: bool = field(default=True, metadata=_opt(
         "While speaking, listen only for the wake phrase (no echo cancellation: the kiosk would hear itself)."))
+    history_mode: str = field(default="visit", metadata=_opt(
+        "What is kept of the visitors' conversations: 'keep' (stored, until RETENTION_DAYS), 'visit' (deleted when "
+        "the visit ends: 'New customer', the idle reset, the screen closing) or 'off' (never written to disk; "
+        "kept in memory for the visit only).", choices=("keep", "visit", "off")))
+    operator_pin: str = field(default="", repr=False, metadata=_opt(
+        "The operator's PIN, as the salted hash `kioskd operator-pin` prints (never the PIN itself): unlocks the "
+        "whole history on the kiosk screen (empty: no operator unlock).", secret=True, check=pin_hash_problem))
+    operator_lockout_attempts: int = field(default=5, metadata=_opt(
+        "Wrong operator PINs in a row after which unlocking is refused for OPERATOR_LOCKOUT_SECONDS.", lo=1, hi=1000))
+    operator_lockout_seconds: float = field(default=300.0, metadata=_opt(
+        "How long operator unlock stays refused after too many wrong PINs.", lo=0.1, hi=86400.0))
+    operator_unlock_seconds: float = field(default=300.0, metadata=_opt("How long an operator unlock lasts.",
+                                                                        lo=1.0, hi=86400.0))
+    onscreen_keyboard: str = field(default="auto", metadata=_opt("The page's on-screen keyboard ('auto': on touch "
+                                                                 "screens).", choices=("auto", "always", "off")))
+    venue_name: str = field(default="", metadata=_opt("The venue's name, shown on the welcome screen."))
+    welcome_en: str = field(default="Ask me anything about this place.", metadata=_opt("The English welcome line."))
+    welcome_zh: str = field(default="有什么可以帮您？", metadata=_opt("The Chinese welcome line."))
     max_message_bytes: int = field(default=64 * 1024, metadata=_opt(
         "Largest accepted WebSocket frame or HTTP body in bytes.", lo=1024, hi=64 * 1024 * 1024))
     # repr=False: a Settings printed anywhere (a traceback, a debug line) must not show the token.
@@ -277,6 +297,8 @@ def _convert(name: str, raw: object, origin: str) -> object:
     if meta["choices"] and value not in meta["choices"]:
         raise SettingsError(f"invalid value for setting '{name}' (from {origin}): {value!r} is not one of "
                             f"{', '.join(meta['choices'])}")
+    if meta["check"] is not None and (problem := meta["check"](value)):
+        raise SettingsError(f"invalid value for setting '{name}' (from {origin}): {problem}")
     return value
 
 

@@ -7,16 +7,24 @@ from collections.abc import Iterable
 
 
 class Utf8Assembler:
-    """Buffers the bytes of a multi-byte character split across tokens until it is complete."""
+    """Buffers the bytes of a multi-byte character split across tokens until it is complete.
+
+    Bytes that can never become a character are replaced (U+FFFD) as they come; the start of a character that
+    the answer ends before completing (cut by max_tokens, a stop, a cancel) is dropped at `flush`, so that no
+    answer, streamed or stored, ends in U+FFFD."""
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.dropped = b""
+        """The incomplete character's bytes that the last `flush` dropped."""
 
     def feed(self, data: bytes) -> str:
         return self._decoder.decode(data)
 
     def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
+        self.dropped = self._decoder.getstate()[0]
+        self._decoder.reset()
+        return ""
 
 
 class StopMatcher:

@@ -22,6 +22,9 @@ from daemon.security import is_loopback
 ROOT = Path(__file__).resolve().parent.parent
 TEST_MODEL = "smollm2-135m-instruct"
 DEFAULT_MODEL = "qwen2.5-0.5b-instruct"
+API_TOKEN = "test-api-token-0123456789abcdef"
+"""The API token a daemon started by `start_daemon` has unless told otherwise; `Daemon.get` sends it."""
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def pulled_model(name: str) -> Path:
@@ -78,8 +81,10 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET with the default API token (the whole history archive)."""
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=AUTH),
+                                        timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -117,6 +122,9 @@ def start_daemon(tmp: Path, *args: str, env: dict[str, str] | None = None, wait:
             "--state-dir", str(tmp / "state"), *args]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KIOSKD_")}
     environ["KIOSKD_VOICE"] = "false"  # Text-only unless a test asks for the voice path (it loads big models).
+    # What was stored stays readable after its connection closed (tests of other history modes ask for them).
+    environ["KIOSKD_HISTORY_MODE"] = "keep"
+    environ["KIOSKD_API_TOKEN"] = API_TOKEN
     environ.update(env or {})
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=environ)

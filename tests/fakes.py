@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from daemon.app import create_app
-from daemon.appkeys import LISTENING
+from daemon.appkeys import LISTENING, SETTINGS
 from daemon.engine import ChatEngine, Emit, Generation, PrefixReport
 from daemon.gate import ModelGate
 from daemon.messages import (
@@ -36,6 +36,11 @@ from daemon.messages import (
 from daemon.settings import load_settings
 
 DEFAULT_PIECES = ("Hello", ",", " world", "!")
+API_TOKEN = "test-api-token-0123456789abcdef"
+"""The API token `serve` configures unless told otherwise; `request_json` sends it to /api/ by default."""
+HARNESS_DEFAULTS: dict[str, object] = {"voice": False, "history_mode": "keep", "api_token": API_TOKEN}
+"""What `serve` sets unless a test says otherwise: history_mode keep, so that what a test stored can still be
+read after its connection closed (tests of the visit and off modes ask for them)."""
 
 
 @dataclass
@@ -164,9 +169,10 @@ class Served:
 async def serve(engine: ChatEngine, hosts: tuple[str, ...] = ("127.0.0.1",), **settings: object
                 ) -> AsyncIterator[Served]:
     """The real app on each of `hosts` (a free port each; `url` is the first's), set up as daemon.server does;
-    `settings` as in load_settings."""
+    `settings` as in load_settings, over HARNESS_DEFAULTS."""
     with tempfile.TemporaryDirectory(prefix="kioskd-test-") as state_dir:
-        app = create_app(load_settings({"state_dir": state_dir, "voice": False, **settings}, environ={}), engine)
+        merged = {"state_dir": state_dir, **HARNESS_DEFAULTS, **settings}
+        app = create_app(load_settings(merged, environ={}), engine)
         async with _serve_app(app, hosts) as served:
             yield served
 
@@ -185,11 +191,17 @@ async def _serve_app(app: web.Application, hosts: tuple[str, ...]) -> AsyncItera
             await runner.cleanup()
 
 
-async def request_json(served: Served, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+async def request_json(served: Served, method: str, path: str, *, auth: bool = True, **kwargs: Any
+                       ) -> tuple[int, Any]:
     """One HTTP request to the served app: its status and its JSON body (None when the body is empty).
 
-    `kwargs` go to aiohttp's `request` (`params=`, `json=`, `data=`); the whole exchange is bounded in time.
+    `kwargs` go to aiohttp's `request` (`params=`, `json=`, `data=`, `headers=`); the whole exchange is bounded
+    in time. With `auth`, a request to /api/ carries the served app's API token (the whole archive), unless
+    `headers` has an Authorization of its own.
     """
+    token = served.app[SETTINGS].current.api_token
+    if auth and token and path.startswith("/api/"):
+        kwargs["headers"] = {"Authorization": f"Bearer {token}", **kwargs.get("headers", {})}
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout) as http, \
             http.request(method, served.url + path, **kwargs) as resp:

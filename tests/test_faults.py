@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import AUTH, Daemon
 from tests.wsclient import Answer, ask, read_answer
 
 T = TypeVar("T")
@@ -103,7 +103,7 @@ def test_a_locked_database_keeps_the_answers_in_order_and_saves_them_when_releas
             second, locker = await ask_and_lock_midway(ws, db, session, STORY)
             try:
                 assert second.done and second.done["stored"] is False, second
-                async with http.get(f"{d.url}/api/sessions/{session}") as resp:  # reads go on meanwhile
+                async with http.get(f"{d.url}/api/sessions/{session}", headers=AUTH) as resp:  # reads go on meanwhile
                     assert [t["role"] for t in (await resp.json())["turns"]] == ["user", "assistant", "user"]
                 # A follow-up while the answer waits: the model sees it, and it is saved after it.
                 third = await ask(ws, "Thanks.", session=session)
@@ -118,7 +118,7 @@ def test_a_locked_database_keeps_the_answers_in_order_and_saves_them_when_releas
             took = await until_stored(db, session, expected, 10)
             after = await ask(ws, "Bye.", session=session)
             assert after.done and after.done["stored"] is True
-            async with http.get(f"{d.url}/api/sessions/{session}") as resp:
+            async with http.get(f"{d.url}/api/sessions/{session}", headers=AUTH) as resp:
                 turns = (await resp.json())["turns"]
             assert [(t["role"], t["content"]) for t in turns][-2:] == [("user", "Bye."), ("assistant", after.text)]
         print(f"saved {took:.1f} s after the lock was released")

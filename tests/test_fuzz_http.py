@@ -19,11 +19,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from daemon.app import create_app
 from daemon.settings import load_settings
-from tests.fakes import ScriptedEngine, Served
+from tests.fakes import API_TOKEN, ScriptedEngine, Served
 from tests.test_fuzz_parsers import record_counts
 from tests.test_openai_protocol import ServerThread
 from tests.test_sessions_api import ask
 from tests.test_ws_protocol import connect
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "docs" / "openapi.yaml"
@@ -111,7 +113,7 @@ def test_real_sessions_conform_to_the_document(served: Served) -> None:
              ("PATCH", "/api/sessions/{id}", item, {"title": " Exit \n"}, 200),
              ("DELETE", "/api/sessions/{id}", item, None, 204), ("GET", "/api/sessions/{id}", item, None, 404)]
     for method, template, path, body, status in calls:
-        response = requests.request(method, served.url + path, json=body, timeout=5)
+        response = requests.request(method, served.url + path, json=body, timeout=5, headers=AUTH)
         assert response.status_code == status, response.text
         schema[template][method].validate_response(response)
         COUNTS[f"{method} {template} (real session)"] += 1

@@ -67,15 +67,18 @@ async def question_committed(db: Path, session: str, question: str) -> None:
     raise AssertionError("the question was never committed")
 
 
-async def ask_and_kill(d: Daemon, session: str, question: str, *, after_tokens: int) -> Answer:
-    """Ask, then kill -9 the daemon once `after_tokens` tokens arrived (0: once the question is committed)."""
+async def ask_and_kill(d: Daemon, question: str, *, after_tokens: int) -> Answer:
+    """Ask in a new session, then kill -9 the daemon once `after_tokens` tokens arrived (0: once the question is
+    committed). (A session cannot be continued from another connection, i.e. another visit.)"""
     answer = Answer()
     async with aiohttp.ClientSession() as http, http.ws_connect(d.url + "/ws") as ws:
         assert json.loads((await ws.receive()).data)["type"] == "hello"
-        await ws.send_str(json.dumps({"type": "chat", "session": session, "text": question}))
+        await ws.send_str(json.dumps({"type": "chat", "session": None, "text": question}))
         while True:
             frame = json.loads((await asyncio.wait_for(ws.receive(), 60)).data)
             assert frame["type"] in ("session", "token"), f"the answer ended before the kill point: {frame}"
+            if frame["type"] == "session":
+                session = answer.session = frame["session"]
             if frame["type"] == "token":
                 answer.tokens.append(frame["text"])
             if len(answer.tokens) == after_tokens:
@@ -142,22 +145,22 @@ def test_kill_9_mid_answer_loses_no_committed_turn(test_model: Path, tmp_path: P
         for n, after_tokens in enumerate((0, 1, 20), start=2):
             d = start_daemon(tmp_path, *args)
             question = f"Question {n}: {STORY} {FILLER * 3}"  # A long prompt: reading it takes a while.
-            killed = run(ask_and_kill(d, session, question, after_tokens=after_tokens))
+            killed = run(ask_and_kill(d, question, after_tokens=after_tokens))
             # The kill came at the intended point (a few more tokens may have been on their way).
             assert len(killed.tokens) == 0 if after_tokens == 0 else after_tokens <= len(killed.tokens) < 60
-            assert_killed_answer_left_only_its_question(db, session, expected, question, killed.text)
+            assert killed.session is not None
+            assert_killed_answer_left_only_its_question(db, killed.session, [], question, killed.text)
 
-        # After the crashes the same session continues, with its stored history in the prompt.
+        # After the crashes the daemon starts on the same file and answers; the first session is whole.
         d = start_daemon(tmp_path, *args)
-        [follow] = run(converse(d.url, [(session, "Give the lighthouse keeper a name.")]))
+        [follow] = run(converse(d.url, [(None, "Give the lighthouse keeper a name.")]))
         assert d.stop() == 0, d.log()
     finally:
         d.stop(signal.SIGKILL)
-    assert follow.done is not None and follow.text
-    assert follow.done["usage"]["prompt_tokens"] > first.done["usage"]["total_tokens"]
+    assert follow.done is not None and follow.text and follow.session is not None
     integrity, turns = stored(db, session)
-    assert integrity == "ok"
-    assert rows(turns) == expected + exchange(follow, "Give the lighthouse keeper a name.")
+    assert integrity == "ok" and rows(turns) == expected
+    assert rows(stored(db, follow.session)[1]) == exchange(follow, "Give the lighthouse keeper a name.")
 
 
 def test_history_survives_a_normal_restart(test_model: Path, tmp_path: Path) -> None:
@@ -175,17 +178,19 @@ def test_history_survives_a_normal_restart(test_model: Path, tmp_path: Path) -> 
         turns = json.loads(d.get(f"/api/sessions/{session}")[1])["turns"]
         assert [(t["role"], t["content"], t["status"]) for t in turns] == exchange(first, "What is a lighthouse?")
 
-        [second] = run(converse(d.url, [(session, "Who works there?")]))
-        assert second.session == session
-        assert second.done["usage"]["prompt_tokens"] > first.done["usage"]["total_tokens"]  # type: ignore[index]
+        [second] = run(converse(d.url, [(None, "Who works there?")]))
+        assert second.done and second.session != session
 
         async def sigterm_mid_answer() -> str:
+            nonlocal session
             pieces: list[str] = []
             async with aiohttp.ClientSession() as http, http.ws_connect(d.url + "/ws") as ws:
-                await ws.send_str(json.dumps({"type": "chat", "session": session, "text": STORY}))
+                await ws.send_str(json.dumps({"type": "chat", "session": None, "text": STORY}))
                 while (msg := await asyncio.wait_for(ws.receive(), 30)).type == aiohttp.WSMsgType.TEXT:
                     frame = json.loads(msg.data)
                     assert frame["type"] != "error", frame
+                    if frame["type"] == "session":
+                        session = frame["session"]
                     if frame["type"] == "token":
                         pieces.append(frame["text"])
                         if len(pieces) == 5:
@@ -203,7 +208,7 @@ def test_history_survives_a_normal_restart(test_model: Path, tmp_path: Path) -> 
     finally:
         d.stop(signal.SIGKILL)
     *before, question, cut = [(t["role"], t["content"], t["status"]) for t in turns]
-    assert before == exchange(first, "What is a lighthouse?") + exchange(second, "Who works there?")
+    assert before == []
     assert question == ("user", STORY, "complete")
     assert cut[0] == "assistant" and cut[2] == "interrupted"
     assert cut[1].startswith(streamed) and len(streamed) > 0, (cut, streamed)
@@ -302,9 +307,16 @@ def test_switching_sessions_reuses_their_saved_state(test_model: Path,
         d = daemon_factory("--model", str(test_model), "--max-tokens", "32", "--temperature", "0",
                            "--context-cache", str(cache))
 
-        a, b = run(converse(d.url, [(None, opening_a), (None, opening_b)]))
-        plan = [(s, q) for q in follow_ups for s in (a.session, b.session)][:3]  # A, B, A
-        done = [x.done for x in run(converse(d.url, plan)) if x.done]
+        async def both() -> list[dict[str, Any]]:
+            # One connection (one visit): a visit's screen may switch between its own conversations.
+            async with aiohttp.ClientSession() as http, http.ws_connect(d.url + "/ws") as ws:
+                a, b = await ask(ws, opening_a), await ask(ws, opening_b)
+                plan = [(s, q) for q in follow_ups for s in (a.session, b.session)][:3]  # A, B, A
+                answers = [await ask(ws, q, session=s) for s, q in plan]
+            assert all(x.done and not x.error for x in answers), answers
+            return [x.done for x in answers if x.done]
+
+        done = run(both())
         assert d.stop() == 0, d.log()
         return done
 

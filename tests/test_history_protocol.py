@@ -63,20 +63,23 @@ async def silent_for(client: Client, seconds: float) -> None:
 
 # ---- continuing a conversation ----
 
-def test_follow_up_on_a_new_connection_continues_the_stored_session() -> None:
+def test_a_new_connection_is_a_new_visit_and_cannot_continue_an_earlier_session() -> None:
     async def test() -> None:
         engine = ScriptedEngine(["Paris."])
         async with serve(engine, system_prompt=SYSTEM) as served:
             async with connect(served) as first:
                 session = (await first.chat("Capital of France?"))[0]["session"]
-            engine.pieces = ["Rome."]
+                engine.pieces = ["Rome."]
+                frames = await first.chat("And of Italy?", session)  # the same visit continues
+                assert frames[0] == {"type": "session", "session": session} and frames[-1]["type"] == "done"
             async with connect(served) as second:
-                frames = await second.chat("And of Italy?", session)
-            assert frames[0] == {"type": "session", "session": session}
-            assert frames[-1]["type"] == "done"
-            assert await stored(served, session) == [
+                frames = await second.chat("What did they ask?", session)
+            assert frames == [{"type": "error", "code": "unknown_session",
+                               "message": f"no session {session!r}; send null to start"}]
+            assert await stored(served, session) == [  # kept (history_mode keep) for the operator, untouched
                 ("user", "Capital of France?", "complete"), ("assistant", "Paris.", "complete"),
                 ("user", "And of Italy?", "complete"), ("assistant", "Rome.", "complete")]
+        assert len(engine.requests) == 2
         assert engine.requests[1].messages == (
             ChatMessage("system", SYSTEM), ChatMessage("user", "Capital of France?"),
             ChatMessage("assistant", "Paris."), ChatMessage("user", "And of Italy?"))
@@ -84,7 +87,7 @@ def test_follow_up_on_a_new_connection_continues_the_stored_session() -> None:
     run(test)
 
 
-def test_a_session_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
+def test_a_kept_session_survives_a_restart_of_the_daemon_for_the_operator(tmp_path: Path) -> None:
     async def test() -> None:
         db = str(tmp_path / "history.db")
         engine = ScriptedEngine(["Second floor."])
@@ -92,11 +95,10 @@ def test_a_session_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
             session = (await client.chat("Where is the library?"))[0]["session"]
         engine = ScriptedEngine(["9 to 5."])  # The first daemon's shutdown closed the old engine.
         async with serve(engine, history_path=db, system_prompt=SYSTEM) as served, connect(served) as client:
-            assert (await client.chat("Opening hours?", session))[-1]["type"] == "done"
-            assert len(await stored(served, session)) == 4
-        assert engine.requests[0].messages == (
-            ChatMessage("system", SYSTEM), ChatMessage("user", "Where is the library?"),
-            ChatMessage("assistant", "Second floor."), ChatMessage("user", "Opening hours?"))
+            assert await stored(served, session) == [
+                ("user", "Where is the library?", "complete"), ("assistant", "Second floor.", "complete")]
+            assert (await client.chat("Opening hours?", session))[-1]["code"] == "unknown_session"
+        assert engine.requests == []
 
     run(test)
 
@@ -313,7 +315,8 @@ def test_idle_reset_once_after_the_answer_and_never_while_answering() -> None:
             assert "reset" not in [f["type"] for f in frames]
             session = frames[0]["session"]
             done_at = asyncio.get_running_loop().time()
-            assert await client.recv() == {"type": "reset", "reason": "idle", "session": session}
+            reset = await client.recv()
+            assert reset == {"type": "reset", "reason": "idle", "session": session, "visit": reset["visit"]}
             assert asyncio.get_running_loop().time() - done_at >= 0.25
             await silent_for(client, 0.8)
 
@@ -327,7 +330,8 @@ def test_any_frame_postpones_the_idle_reset() -> None:
             await asyncio.sleep(0.2)
             await client.send(type="cancel")  # Nothing to cancel, but the visitor is still there.
             await silent_for(client, 0.2)
-            assert await client.recv() == {"type": "reset", "reason": "idle", "session": session}
+            reset = await client.recv()
+            assert reset == {"type": "reset", "reason": "idle", "session": session, "visit": reset["visit"]}
 
     run(test)
 

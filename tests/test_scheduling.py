@@ -15,7 +15,7 @@ import pytest
 from daemon.engine import Emit, Generation
 from daemon.gate import ModelGate
 from daemon.messages import Finished, Timings, Usage
-from tests.conftest import Daemon, lan_address
+from tests.conftest import AUTH, Daemon, lan_address
 from tests.fakes import ScriptedEngine, serve
 from tests.test_ws_protocol import LONG, STEP, Client, Frame, connect, eventually, run, text_of, w
 
@@ -128,7 +128,7 @@ def test_the_daemon_stops_long_answers_at_max_generation_seconds(test_model: Pat
                 while not frames or frames[-1]["type"] not in ("done", "error"):
                     frames.append(json.loads((await asyncio.wait_for(ws.receive(), 60)).data))
             session = next(f["session"] for f in frames if f["type"] == "session")
-            async with http.get(f"{d.url}/api/sessions/{session}") as resp:
+            async with http.get(f"{d.url}/api/sessions/{session}", headers=AUTH) as resp:
                 stored = await resp.json()
             body = {"messages": [{"role": "user", "content": LONG_QUESTION}]}
             async with http.post(d.url + "/v1/chat/completions", json=body) as resp:

@@ -131,9 +131,11 @@ def test_callers_on_the_device_need_no_token(exposed: Daemon) -> None:
     async def test() -> None:
         status, _, body = await call(exposed.url + "/v1/models")  # 127.0.0.1: the kiosk on the device
         assert status == 200 and body["data"]
-        assert (await call(exposed.url + "/api/sessions"))[0] == 200
-        # A wrong token from the device is not a reason to refuse it either: loopback is trusted as such.
-        assert (await call(exposed.url + "/api/sessions", token="wrong"))[0] == 200
+        # The history needs a screen's visit token (or the API token) even there: see tests/test_visits.py.
+        status, _, body = await call(exposed.url + "/api/sessions")
+        assert status == 403 and body["error"]["code"] == "visit_required", body
+        assert (await call(exposed.url + "/api/sessions", token="wrong"))[0] == 403
+        assert (await call(exposed.url + "/api/sessions", token=TOKEN))[0] == 200
 
     run(test())
 
@@ -220,13 +222,13 @@ def test_the_token_never_reaches_the_logs(exposed: Daemon) -> None:
 
 
 def test_exposed_without_a_token_the_apis_refuse_other_machines(test_model: Path, tmp_path: Path) -> None:
-    d = start_daemon(tmp_path, "--model", str(test_model), "--host", "0.0.0.0")
+    d = start_daemon(tmp_path, "--model", str(test_model), "--host", "0.0.0.0", env={"KIOSKD_API_TOKEN": ""})
     try:
         async def test() -> None:
             status, _, body = await call(lan_url(d) + "/v1/models", token="")
             assert status == 401 and "no api_token" in body["error"]["message"]
             assert (await call(lan_url(d) + "/api/sessions", token="anything"))[0] == 401
-            assert (await call(d.url + "/api/sessions"))[0] == 200  # the kiosk on the device keeps working
+            assert (await call(d.url + "/v1/models"))[0] == 200  # the kiosk on the device keeps working
             assert (await call(lan_url(d) + "/healthz"))[0] == 200
 
         run(test())

@@ -16,11 +16,12 @@ def test_characters_split_across_chunks_come_out_whole() -> None:
     assert out[0] == "" and out[2] == "北"  # nothing until the third byte of 北
 
 
-def test_invalid_bytes_become_replacement_characters() -> None:
+def test_invalid_bytes_become_replacement_characters_and_a_cut_character_is_dropped() -> None:
     assembler = Utf8Assembler()
     assert assembler.feed(b"\xe6veyer") == "\ufffdveyer"
     assert assembler.feed(b"\xe4\xb8") == ""
-    assert assembler.flush() == "\ufffd"
+    assert assembler.flush() == "" and assembler.dropped == b"\xe4\xb8"  # the answer ended inside 中
+    assert assembler.feed("好".encode()) == "好" and assembler.flush() == "" and assembler.dropped == b""
 
 
 @pytest.mark.parametrize(("chunks", "stops", "emitted", "stopped"), [
