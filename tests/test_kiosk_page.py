@@ -108,7 +108,7 @@ def test_stop_cancels_the_answer_at_once_and_keeps_what_was_written(
     asyncio.run(test())
 
 
-def test_reload_finds_the_session_in_history_and_can_switch_and_delete(
+def test_history_of_the_visit_can_switch_and_delete_and_a_reload_is_a_new_visit(
         daemon_factory: Callable[..., Daemon], test_model: Path) -> None:
     daemon = daemon_factory(*model_args(test_model, "--max-tokens", "40"))
 
@@ -119,9 +119,9 @@ def test_reload_finds_the_session_in_history_and_can_switch_and_delete(
             await wait_answer_state(page, "done")
             session = await page.get_by_test_id("app").get_attribute("data-session")
             assert session
-            await page.reload()
-            await wait_status(page, "ready")
-            assert await page.locator("[data-testid=message]").count() == 0  # A reload is a fresh screen.
+            await page.get_by_test_id("history-toggle").click()
+            await page.get_by_test_id("new-session").click()
+            assert await page.locator("[data-testid=message]").count() == 0
             await page.get_by_test_id("history-toggle").click()
             item = page.locator(f"[data-testid=session-item][data-session-id='{session}']")
             await expect(item).to_contain_text("library card")
@@ -134,6 +134,16 @@ def test_reload_finds_the_session_in_history_and_can_switch_and_delete(
             await item.get_by_test_id("session-delete-confirm").click()
             await expect(item).to_have_count(0)
             assert daemon.get(f"/api/sessions/{session}")[0] == 404
+            # A reload is a fresh screen, and a new visit: the drawer lists nothing of the one before.
+            await page.get_by_test_id("history-toggle").click()  # closed again
+            await ask(page, "Is the library open today?")
+            await wait_answer_state(page, "done")
+            await page.reload()
+            await wait_status(page, "ready")
+            assert await page.locator("[data-testid=message]").count() == 0
+            await page.get_by_test_id("history-toggle").click()
+            await expect(page.get_by_test_id("history-empty")).to_be_visible()
+            await expect(page.get_by_test_id("session-item")).to_have_count(0)
 
     asyncio.run(test())
 

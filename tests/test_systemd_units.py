@@ -368,6 +368,23 @@ def test_launcher_waits_for_ready_then_starts_chromium(rig: Rig) -> None:
     assert {"--noerrdialogs", "--no-first-run", "--password-store=basic", "--disable-pinch"} <= set(argv)
 
 
+TOUCH_KIOSK_FLAGS = {"--touch-events=enabled", "--disable-pinch", "--overscroll-history-navigation=0",
+                     "--noerrdialogs", "--disable-session-crashed-bubble"}
+
+
+def test_launcher_passes_the_touch_kiosk_flags(rig: Rig) -> None:
+    record = rig.tmp / "chromium.json"
+    with readyz_server(Readyz(not_ready_for=0, chromium_record=record)) as readyz:
+        result = rig.run(rig.env(readyz.url, KIOSK_EXTRA_FLAGS="--force-device-scale-factor=1.25"))
+    assert result.returncode == 0, result.stderr
+    argv = rig.recorded(record)["argv"]
+    assert isinstance(argv, list)
+    missing = TOUCH_KIOSK_FLAGS - set(argv)
+    assert not missing, f"kiosk-browser does not pass {sorted(missing)}"
+    assert "--force-device-scale-factor=1.25" in argv and argv[-1] == "http://127.0.0.1:9/"
+    assert argv.index("--touch-events=enabled") < argv.index("--force-device-scale-factor=1.25")  # extras last
+
+
 @pytest.mark.parametrize("server_up", [True, False], ids=["readyz-503", "no-daemon"])
 def test_launcher_gives_up_when_never_ready(rig: Rig, server_up: bool) -> None:
     record = rig.tmp / "chromium.json"

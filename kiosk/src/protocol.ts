@@ -18,7 +18,23 @@ export interface HelloFrame {
   maxQuestionChars: number
   suggestions: string[]
   voice: VoiceState
+  /** The screen's current visit (opaque); null from daemons without visits. */
+  visit: string | null
+  historyMode: HistoryMode
+  /** An operator PIN is configured: the drawer offers the unlock. */
+  operatorUnlock: boolean
+  onscreenKeyboard: KeyboardMode
+  venueName: string
+  welcomeEn: string
+  welcomeZh: string
+  /** Said to start listening hands-free; empty when none is set. */
+  wakePhrase: string
 }
+
+/** What the daemon keeps of conversations (setting `history_mode`). */
+export type HistoryMode = 'keep' | 'visit' | 'off'
+/** When the on-screen keyboard shows (setting `onscreen_keyboard`). */
+export type KeyboardMode = 'auto' | 'always' | 'off'
 
 /** How an answer was made (`done.knowledge`): the venue's curated FAQ text, the model answering from venue
  * sections, the "I don't have that information" fallback, or an ordinary model answer. */
@@ -48,7 +64,8 @@ export type ServerFrame =
   | { type: 'retract' }
   | { type: 'queued'; position: number }
   | { type: 'error'; code: string; message: string; retryAfter: number | null }
-  | { type: 'reset'; session: string | null }
+  | { type: 'reset'; session: string | null; visit: string | null }
+  | { type: 'visit'; visit: string | null }
   | ({ type: 'voice' } & VoiceState)
   | { type: 'transcript'; text: string; final: boolean }
   | { type: 'speaking'; started: boolean; text: string }
@@ -58,6 +75,7 @@ export type ClientFrame =
   | { type: 'cancel' }
   | { type: 'listen'; on: boolean }
   | { type: 'speech'; on: boolean }
+  | { type: 'new_visit' }
 
 type Raw = Record<string, unknown>
 
@@ -82,9 +100,39 @@ export function parseVoice(raw: unknown): VoiceState {
   }
 }
 
+const HISTORY_MODES: readonly HistoryMode[] = ['keep', 'visit', 'off']
+const KEYBOARD_MODES: readonly KeyboardMode[] = ['auto', 'always', 'off']
+
+function oneOf<T extends string>(v: unknown, options: readonly T[], fallback: T): T {
+  return options.find((o) => o === v) ?? fallback
+}
+
+const token = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null)
+
+/** The wake phrase, from the voice state (or the hello itself); empty when none is set. */
+function wakePhrase(r: Raw): string {
+  const voice = (r.voice && typeof r.voice === 'object' ? r.voice : {}) as Raw
+  return str(voice.wake_phrase, str(r.wake_phrase)).trim()
+}
+
+function parseVenue(r: Raw) {
+  return {
+    visit: token(r.visit),
+    // An unknown mode is treated as the strictest one the page knows how to show.
+    historyMode: r.history_mode === undefined ? 'keep' : oneOf(r.history_mode, HISTORY_MODES, 'off'),
+    operatorUnlock: r.operator_unlock === true,
+    onscreenKeyboard: oneOf(r.onscreen_keyboard, KEYBOARD_MODES, 'auto'),
+    venueName: str(r.venue_name).trim(),
+    welcomeEn: str(r.welcome_en).trim(),
+    welcomeZh: str(r.welcome_zh).trim(),
+    wakePhrase: wakePhrase(r),
+  } satisfies Partial<HelloFrame>
+}
+
 function parseHello(r: Raw): HelloFrame {
   const max = num(r.max_question_chars)
   return {
+    ...parseVenue(r),
     type: 'hello',
     model: str(r.model),
     ready: bool(r.ready, true),
@@ -135,7 +183,8 @@ const PARSERS: Record<string, (r: Raw) => ServerFrame> = {
   retract: () => ({ type: 'retract' }),
   queued: (r) => ({ type: 'queued', position: Math.max(1, Math.floor(num(r.position) ?? 1)) }),
   error: (r) => ({ type: 'error', code: str(r.code, 'unknown'), message: str(r.message), retryAfter: num(r.retry_after) }),
-  reset: (r) => ({ type: 'reset', session: typeof r.session === 'string' ? r.session : null }),
+  reset: (r) => ({ type: 'reset', session: typeof r.session === 'string' ? r.session : null, visit: token(r.visit) }),
+  visit: (r) => ({ type: 'visit', visit: token(r.visit) }),
   voice: (r) => ({ type: 'voice', ...parseVoice(r) }),
   transcript: (r) => ({ type: 'transcript', text: str(r.text), final: r.final === true }),
   speaking: (r) => ({ type: 'speaking', started: r.state === 'started', text: str(r.text) }),

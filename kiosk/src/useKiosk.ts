@@ -76,6 +76,9 @@ export function useKiosk(hooks: KioskHooks = {}) {
     },
     stop: () => send(chat.cancel(state)),
     newConversation: () => send(chat.clearConversation(state)),
+    /** New customer: the screen is cleared and the visit ends (the daemon answers with a new one). */
+    newCustomer: () => send(chat.newVisit(state)),
+    dismissWelcome: () => (state.welcome = false),
     showSession: (id: string, turns: chat.StoredTurn[]) => send(chat.showStoredSession(state, id, turns)),
     notice: (code: string) => chat.addNotice(state, chat.notice(code)),
     toggleListen: () => send([{ type: 'listen', on: !state.voice.listening }]),

@@ -9,6 +9,7 @@ const HELLO = {
   type: 'hello', model: 'm', ready: true, idle_reset: 120, max_question_chars: 4000,
   suggestions: ['What are the opening hours?'],
   voice: { type: 'voice', available: false, listening: false, speaking: false, speech: true, detail: 'voice is switched off' },
+  visit: 'v1',
 }
 
 let app: VueApp | null = null
@@ -30,6 +31,8 @@ function json(body: unknown, status = 200): Response {
 
 const fetchMock = vi.fn(async (url: string, init?: RequestInit): Promise<Response> => {
   if (url === '/readyz') return json({ status: 'ready' })
+  const visit = (init?.headers as Record<string, string> | undefined)?.['X-Kioskd-Visit']
+  if (url.startsWith('/api/sessions') && visit !== 'v1') return json({ error: { code: 'visit_required' } }, 403)
   if (url.startsWith('/api/sessions?')) {
     return json({ sessions: [{ id: 's1', title: 'Opening hours', created_at: new Date().toISOString(), updated_at: new Date().toISOString(), turn_count: 2 }] })
   }
@@ -199,7 +202,7 @@ describe('the kiosk page', () => {
     await flush()
     $('new-customer')!.click()
     await flush()
-    expect(socket.sent.at(-1)).toEqual({ type: 'cancel' })
+    expect(socket.sent.slice(-2)).toEqual([{ type: 'cancel' }, { type: 'new_visit' }])
     expect($$('message')).toHaveLength(0)
     expect($('app')!.dataset.session).toBe('')
     socket.receive({ type: 'done', reason: 'cancelled', usage: {}, timings: {} })
@@ -211,6 +214,7 @@ describe('the kiosk page', () => {
     await flush()
     expect($$('message')).toHaveLength(0)
     expect(socket.sent.at(-1)).toEqual({ type: 'chat', text: 'Next', session: null })
+    expect($('welcome')).not.toBeNull() // the next visitor is welcomed
   })
 
   it('voice: partial transcript, final question, speaking status', async () => {

@@ -19,7 +19,10 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ClientFrame[] 
     case 'queued': onQueued(state, frame.position); return []
     case 'done': return onDone(state, frame)
     case 'error': return onError(state, frame.code, frame.retryAfter, frame.message)
-    case 'reset': return clearConversation(state, false)
+    case 'reset': return onReset(state, frame.visit)
+    case 'visit':
+      state.visit = frame.visit
+      return []
     case 'voice': {
       const { type: _type, ...voice } = frame
       if (voice.listening && !state.voice.listening) state.partialTranscript = ''
@@ -42,6 +45,25 @@ function onHello(state: ChatState, hello: HelloFrame): void {
   state.maxQuestionChars = hello.maxQuestionChars
   state.suggestions = hello.suggestions
   state.voice = hello.voice
+  state.visit = hello.visit
+  state.venue = {
+    historyMode: hello.historyMode,
+    operatorUnlock: hello.operatorUnlock,
+    onscreenKeyboard: hello.onscreenKeyboard,
+    name: hello.venueName,
+    welcomeEn: hello.welcomeEn,
+    welcomeZh: hello.welcomeZh,
+    wakePhrase: hello.wakePhrase,
+  }
+}
+
+/** The idle reset: the visit is over; the next visitor is welcomed (the daemon has started a new visit). */
+function onReset(state: ChatState, visit: string | null): ClientFrame[] {
+  const out = clearConversation(state, false)
+  state.visit = visit
+  state.visitCount++
+  state.welcome = true
+  return out
 }
 
 function onSession(state: ChatState, session: string): void {
@@ -58,6 +80,7 @@ function onSession(state: ChatState, session: string): void {
 }
 
 function beginQuestionless(state: ChatState): void {
+  state.welcome = false
   const id = state.nextId++
   state.items.push({
     kind: 'message', id, role: 'assistant', text: '', state: 'streaming', stopping: false, cut: false, notice: null,

@@ -65,6 +65,7 @@ function newFlight(messageId: number, question: string, session: string | null):
 
 /** A question and its (empty) answer bubble; the answer is started now or after a discarded one ends. */
 export function beginQuestion(state: ChatState, question: string, send: boolean): ClientFrame[] {
+  state.welcome = false // a question (typed, tapped or spoken) starts the visit
   pushMessage(state, 'user', question, 'done')
   const answer = pushMessage(state, 'assistant', '', 'streaming')
   if (state.flight !== null) {
@@ -131,6 +132,18 @@ export function clearConversation(state: ChatState, cancelRunning = true): Clien
   state.session = null
   state.partialTranscript = ''
   return out
+}
+
+/**
+ * New customer: the screen is cleared and the daemon asked to end the visit. Until its `visit` frame brings
+ * the new token the page holds none, so nothing of the visit that ended can be fetched with it.
+ */
+export function newVisit(state: ChatState): ClientFrame[] {
+  const out = clearConversation(state)
+  state.visit = null
+  state.visitCount++
+  state.welcome = false // the visitor who pressed it is here already
+  return [...out, { type: 'new_visit' }]
 }
 
 export function showStoredSession(state: ChatState, id: string, turns: StoredTurn[]): ClientFrame[] {

@@ -1,6 +1,8 @@
 // The conversation state the page shows, kept as plain data so the reducer can be unit-tested without Vue
 // (the app wraps one ChatState in reactive()).
-import { DEFAULT_MAX_QUESTION_CHARS, VOICE_OFF, type Knowledge, type Source, type VoiceState } from '../protocol'
+import {
+  DEFAULT_MAX_QUESTION_CHARS, VOICE_OFF, type HistoryMode, type KeyboardMode, type Knowledge, type Source, type VoiceState,
+} from '../protocol'
 
 export type MessageState = 'streaming' | 'done' | 'cancelled' | 'interrupted' | 'lost' | 'error'
 
@@ -78,6 +80,29 @@ export interface ChatState {
   /** The sentence being read aloud now (from `speaking` frames), or null. */
   speakingSentence: string | null
   lastTokensPerSecond: number | null
+  /** The screen's visit token; null while a new one is awaited (or from daemons without visits). */
+  visit: string | null
+  /** Bumped whenever a visit ends on this screen (New customer, idle reset): what belongs to it goes. */
+  visitCount: number
+  /** The welcome screen shows (at start and after the idle reset) until the first touch. */
+  welcome: boolean
+  venue: Venue
+}
+
+/** The venue's settings from `hello`, as the page shows them. */
+export interface Venue {
+  historyMode: HistoryMode
+  operatorUnlock: boolean
+  onscreenKeyboard: KeyboardMode
+  name: string
+  welcomeEn: string
+  welcomeZh: string
+  wakePhrase: string
+}
+
+export const DEFAULT_VENUE: Venue = {
+  historyMode: 'keep', operatorUnlock: false, onscreenKeyboard: 'auto', name: '', welcomeEn: '', welcomeZh: '',
+  wakePhrase: '',
 }
 
 export function createChatState(): ChatState {
@@ -97,5 +122,9 @@ export function createChatState(): ChatState {
     partialTranscript: '',
     speakingSentence: null,
     lastTokensPerSecond: null,
+    visit: null,
+    visitCount: 0,
+    welcome: true,
+    venue: { ...DEFAULT_VENUE },
   }
 }

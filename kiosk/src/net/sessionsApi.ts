@@ -13,26 +13,44 @@ export interface SessionDetail extends SessionSummary {
   turns: StoredTurn[]
 }
 
+/** The headers that say whose conversations these are: the screen's visit, or an unlocked operator. */
+export type Auth = Record<string, string>
+
+export const VISIT_HEADER = 'X-Kioskd-Visit'
+export const OPERATOR_HEADER = 'X-Kioskd-Operator'
+
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    /** The rest of the error body (e.g. `attempts_left`), and Retry-After in seconds when sent. */
+    readonly body: Record<string, unknown> = {},
+    readonly retryAfter: number | null = null,
+  ) {
     super(`${status} ${code}`)
   }
 }
 
 type Raw = Record<string, unknown>
 
-async function request(path: string, init?: RequestInit): Promise<Response> {
-  const response = await fetch(path, { cache: 'no-store', ...init })
-  if (!response.ok) {
-    let code = 'http_error'
-    try {
-      const body = (await response.json()) as { error?: { code?: unknown } }
-      if (typeof body.error?.code === 'string') code = body.error.code
-    } catch {
-      // not JSON: keep the generic code
-    }
-    throw new ApiError(response.status, code)
+async function errorOf(response: Response): Promise<ApiError> {
+  let code = 'http_error'
+  let body: Raw = {}
+  try {
+    const parsed = (await response.json()) as { error?: Raw }
+    if (parsed.error && typeof parsed.error === 'object') body = parsed.error
+    if (typeof body.code === 'string') code = body.code
+  } catch {
+    // not JSON: keep the generic code
   }
+  const retry = Number(response.headers.get('Retry-After') ?? body.retry_after)
+  return new ApiError(response.status, code, body, Number.isFinite(retry) && retry > 0 ? retry : null)
+}
+
+export async function request(path: string, init: RequestInit = {}, auth: Auth = {}): Promise<Response> {
+  const headers = { ...auth, ...((init.headers as Record<string, string> | undefined) ?? {}) }
+  const response = await fetch(path, { cache: 'no-store', ...init, headers })
+  if (!response.ok) throw await errorOf(response)
   return response
 }
 
@@ -54,17 +72,18 @@ function turn(raw: Raw): StoredTurn {
   }
 }
 
-export async function listSessions(limit = 100): Promise<SessionSummary[]> {
-  const body = (await (await request(`/api/sessions?limit=${limit}&offset=0`)).json()) as { sessions?: Raw[] }
+export async function listSessions(auth: Auth, limit = 100): Promise<SessionSummary[]> {
+  const response = await request(`/api/sessions?limit=${limit}&offset=0`, {}, auth)
+  const body = (await response.json()) as { sessions?: Raw[] }
   return (body.sessions ?? []).map(summary).filter((s) => s.id !== '')
 }
 
-export async function getSession(id: string): Promise<SessionDetail> {
-  const body = (await (await request(`/api/sessions/${encodeURIComponent(id)}`)).json()) as Raw
+export async function getSession(id: string, auth: Auth): Promise<SessionDetail> {
+  const body = (await (await request(`/api/sessions/${encodeURIComponent(id)}`, {}, auth)).json()) as Raw
   const turns = Array.isArray(body.turns) ? (body.turns as Raw[]).map(turn) : []
   return { ...summary(body), turns }
 }
 
-export async function deleteSession(id: string): Promise<void> {
-  await request(`/api/sessions/${encodeURIComponent(id)}`, { method: 'DELETE' })
+export async function deleteSession(id: string, auth: Auth): Promise<void> {
+  await request(`/api/sessions/${encodeURIComponent(id)}`, { method: 'DELETE' }, auth)
 }
