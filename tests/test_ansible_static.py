@@ -88,6 +88,31 @@ def test_every_download_is_pinned_by_checksum() -> None:
             assert "state: latest" not in text and "'latest'" not in text, f"{path}: unpinned 'latest'"
 
 
+# The published checksums of the official voice files (alphacephei.com; rhasspy/piper-voices at v1.0.0).
+PUBLISHED_VOICE_SHA256 = {
+    "vosk-model-small-en-us-0.15.zip": "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498",
+    "vosk-model-small-cn-0.22.zip": "3af8b0e7e0f835ae9d414ce5df580237a3cfb08d586c9fbbb0f7ff29ad5b14ba",
+    "en_US-lessac-medium.onnx": "5efe09e69902187827af646e1a6e9d269dee769f9877d17b16b1b46eeaaf019f",
+    "en_US-lessac-medium.onnx.json": "efe19c417bed055f2d69908248c6ba650fa135bc868b0e6abb3da181dab690a0",
+    "zh_CN-huayan-medium.onnx": "9929917bf8cabb26fd528ea44d3a6699c11e87317a14765312420be230be0f3d",
+    "zh_CN-huayan-medium.onnx.json": "d521dc45504a8ccc99e325822b35946dd701840bfb07e3dbb31a40929ed6a82b",
+}
+
+
+def test_the_official_voice_files_are_pinned_by_tag_and_published_checksum() -> None:
+    import yaml
+
+    defaults = yaml.safe_load((ANSIBLE / "roles" / "kioskd_voice" / "defaults" / "main.yml").read_text())
+    base = defaults["kioskd_voice_piper_base_url"]
+    assert base.endswith("/resolve/v1.0.0"), base  # a tag, never main: the .onnx.json files changed there
+    files = [(m["url"], m["sha256"]) for m in defaults["kioskd_voice_vosk_models"]]
+    for voice in defaults["kioskd_voice_piper_voices"]:
+        files += [(voice["url"], voice["sha256"]), (voice["config_url"], voice["config_sha256"])]
+    found = {url.replace("{{ kioskd_voice_piper_base_url }}", base).rsplit("/", 1)[1]: sha for url, sha in files}
+    assert found == PUBLISHED_VOICE_SHA256
+    assert all("/main/" not in url for url, _ in files)
+
+
 def _rendered_config(tmp_path: Path, **variables: str) -> dict[str, object]:
     """/etc/kioskd/config.toml as kioskd_daemon's template task writes it with the role's defaults and
     `variables` (rendered into tmp_path on this machine), parsed as TOML, as the daemon reads it."""
