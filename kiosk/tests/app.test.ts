@@ -1,32 +1,14 @@
 // The whole page in jsdom against a fake daemon: the test ids and flows the Playwright tests rely on.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { createApp, nextTick, type App as VueApp } from 'vue'
-import App from '../src/App.vue'
 import { setLanguage } from '../src/i18n'
 import { FakeSocket } from './fakeSocket'
+import { $, $$, flush, json, mount as mountPage, type, unmount } from './harness'
 
 const HELLO = {
   type: 'hello', model: 'm', ready: true, idle_reset: 120, max_question_chars: 4000,
   suggestions: ['What are the opening hours?'],
   voice: { type: 'voice', available: false, listening: false, speaking: false, speech: true, detail: 'voice is switched off' },
   visit: 'v1',
-}
-
-let app: VueApp | null = null
-let root: HTMLElement
-
-const $ = (id: string) => root.querySelector<HTMLElement>(`[data-testid="${id}"]`)
-const $$ = (id: string) => Array.from(root.querySelectorAll<HTMLElement>(`[data-testid="${id}"]`))
-const flush = async () => {
-  for (let i = 0; i < 5; i++) {
-    await nextTick()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-  await new Promise((r) => setTimeout(r, 20)) // one animation frame for the Markdown view
-}
-
-function json(body: unknown, status = 200): Response {
-  return new Response(body === null ? null : JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } })
 }
 
 const fetchMock = vi.fn(async (url: string, init?: RequestInit): Promise<Response> => {
@@ -46,27 +28,7 @@ const fetchMock = vi.fn(async (url: string, init?: RequestInit): Promise<Respons
   return json({ error: { code: 'not_found' } }, 404)
 })
 
-async function mount(hello: object = HELLO): Promise<FakeSocket> {
-  root = document.createElement('div')
-  document.body.appendChild(root)
-  app = createApp(App)
-  app.mount(root)
-  await flush()
-  const socket = FakeSocket.latest
-  socket.open()
-  socket.receive(hello)
-  await flush()
-  return socket
-}
-
-async function type(text: string, init: KeyboardEventInit = {}): Promise<void> {
-  const input = $('composer-input') as HTMLTextAreaElement
-  input.value = text
-  input.dispatchEvent(new Event('input'))
-  await nextTick()
-  input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true, ...init }))
-  await flush()
-}
+const mount = (hello: object = HELLO) => mountPage(hello)
 
 beforeEach(() => {
   FakeSocket.instances = []
@@ -75,9 +37,7 @@ beforeEach(() => {
   setLanguage('en')
 })
 afterEach(() => {
-  app?.unmount()
-  app = null
-  root.remove()
+  unmount()
   vi.unstubAllGlobals()
 })
 
@@ -156,7 +116,7 @@ describe('the kiosk page', () => {
     await flush()
     expect(socket.sent.at(-1)).toEqual({ type: 'cancel' })
     expect($('stop')).toBeNull()
-    expect(root.querySelector('.md-streaming')).toBeNull() // no caret
+    expect(document.querySelector('.md-streaming')).toBeNull() // no caret
     socket.receive({ type: 'done', reason: 'cancelled', usage: {}, timings: {} })
     await flush()
     expect($$('message')[1].dataset.state).toBe('cancelled')
@@ -333,16 +293,16 @@ describe('the kiosk page', () => {
       socket.receive({ type: 'token', text: "I don't have that information. " })
       socket.receive({ type: 'token', text: 'Please ask at the front desk.' })
       await flush()
-      expect(root.textContent).not.toContain('opens at 7')
-      expect(root.textContent).not.toContain('heated')
+      expect(document.body.textContent).not.toContain('opens at 7')
+      expect(document.body.textContent).not.toContain('heated')
       socket.receive({ type: 'done', reason: 'stop', usage: {}, timings: {}, knowledge: 'fallback', sources: [] })
       await flush()
       expect(body()).toBe(FALLBACK)
       expect(answer().dataset).toMatchObject({ state: 'done', knowledge: 'fallback' })
       expect(answer().classList.contains('msg-fallback')).toBe(true)
       expect($('sources')).toBeNull()
-      expect(root.textContent).not.toContain('opens at 7')
-      expect(root.textContent).not.toContain('heated')
+      expect(document.body.textContent).not.toContain('opens at 7')
+      expect(document.body.textContent).not.toContain('heated')
     }
   })
 

@@ -51,12 +51,12 @@ export function unmount(): void {
   root = null
 }
 
-export async function type(text: string): Promise<void> {
+export async function type(text: string, init: KeyboardEventInit = {}): Promise<void> {
   const input = $('composer-input') as HTMLTextAreaElement
   input.value = text
   input.dispatchEvent(new Event('input'))
   await nextTick()
-  input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }))
+  input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true, ...init }))
   await flush()
 }
 
