@@ -113,7 +113,11 @@ def test_barge_in_silences_within_200_ms_and_drops_the_queue(
         took = time.perf_counter() - began
         size = out.stat().st_size
         await asyncio.sleep(0.5)
-        assert out.stat().st_size == size, "audio kept being written after barge-in"
+        # The one 20 ms block the pacer had already handed to its writer thread may still land, as a sound
+        # card's period would still play; nothing after it may.
+        one_block = voice.sample_rate * 20 // 1000 * 2
+        grew = out.stat().st_size - size
+        assert grew <= one_block, f"{grew} bytes of audio were written after barge-in"
         await sink.close()
         return took, dropped, events
 
