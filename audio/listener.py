@@ -5,13 +5,19 @@ a wake phrase is set) and nowhere else. After the microphone button or the wake 
 utterance recognizer until its endpointer ends the question. While the kiosk itself is speaking, the
 microphone is half-duplex by default: without echo cancellation it would hear the answer's own words, so only
 the wake phrase is listened for (a visitor can still interrupt), never a question.
+
+Bilingual kiosks: one setup per language (its speech model and its wake-phrase spotter), all loaded up front.
+The screen's language picks the setup: a switch applies to the next utterance (one being heard keeps its model)
+and to the wake phrase at once, and never loads anything. Only the current language's wake phrase is listened
+for: a second spotter would double the Vosk work on a microphone that runs all the time, on cores the chat model
+needs, and the welcome screen shows the phrase of the page's language, which is the one heard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +27,8 @@ from audio.pcm import AudioChunk
 from audio.recognizer import RecognizerConfig, SpeechModel, Transcript, UtteranceRecognizer, WakeWordSpotter
 
 _LOGGER = logging.getLogger(__name__)
+LANGUAGES = ("en", "zh")
+DEFAULT_LANGUAGE = "en"
 
 
 class ListenerEvents(Protocol):
@@ -38,31 +46,70 @@ class ListenerConfig:
     recognizer: RecognizerConfig
     wake_phrase: str = ""
     half_duplex: bool = True
+    wake_phrase_zh: str = ""  # empty: the (English) wake_phrase, heard with the English model, in Chinese too
 
 
 class Listener:
-    """Owns nothing long-lived but its state: `run()` is driven (and cancelled) by the voice service."""
+    """Owns nothing long-lived but its state: `run()` is driven (and cancelled) by the voice service.
 
-    def __init__(self, model: SpeechModel, config: ListenerConfig, events: ListenerEvents,
-                 is_speaking: Callable[[], bool]) -> None:
-        self._model = model
+    `models` maps a language to its speech model; a language without one uses the English (default) model."""
+
+    def __init__(self, models: Mapping[str, SpeechModel], config: ListenerConfig, events: ListenerEvents,
+                 is_speaking: Callable[[], bool], language: str = DEFAULT_LANGUAGE) -> None:
+        default = models[DEFAULT_LANGUAGE]
+        self._models = {lang: models.get(lang, default) for lang in LANGUAGES}
         self._config = config
         self._events = events
         self._is_speaking = is_speaking
         self._utterance: UtteranceRecognizer | None = None
-        # One thread runs every Vosk call of this microphone, in order: the spotter and each utterance.
+        # One thread runs every Vosk call of this microphone, in order: the spotters and each utterance.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vosk")
-        self._spotter = (WakeWordSpotter(model, config.wake_phrase, executor=self._executor)
-                         if config.wake_phrase else None)
+        self._spotters = self._make_spotters(config)
+        self._language = language if language in LANGUAGES else DEFAULT_LANGUAGE
+
+    def _spotter(self, model: SpeechModel, phrase: str) -> WakeWordSpotter:
+        """A spotter that follows the same voice-activity detector as the questions."""
+        rec = self._config.recognizer
+        return WakeWordSpotter(model, phrase, speech_threshold_dbfs=rec.speech_threshold_dbfs, vad=rec.vad,
+                               vad_threshold=rec.vad_threshold, vad_margin_db=rec.vad_margin_db,
+                               executor=self._executor)
+
+    def _make_spotters(self, config: ListenerConfig) -> dict[str, WakeWordSpotter | None]:
+        english = self._spotter(self._models["en"], config.wake_phrase) if config.wake_phrase else None
+        # Without a Chinese phrase the English one stays the phrase, with the model whose vocabulary it is in.
+        chinese = self._spotter(self._models["zh"], config.wake_phrase_zh) if config.wake_phrase_zh else english
+        return {"en": english, "zh": chinese}
+
+    @property
+    def language(self) -> str:
+        return self._language
+
+    def model(self, language: str | None = None) -> SpeechModel:
+        """The speech model that questions in `language` (default: the current one) are recognized with."""
+        return self._models[language if language in LANGUAGES else self._language]
+
+    def set_language(self, language: str) -> None:
+        """The wake phrase and the next utterance follow `language`; an utterance being heard keeps its model."""
+        if language not in LANGUAGES or language == self._language:
+            return
+        old = self._spotters[self._language]
+        self._language = language
+        if old is not None and old is not self._spotters[language]:
+            old.reset()  # What it heard of a phrase in the old language must not count later.
+        _LOGGER.info("speech recognition language: %s", language)
 
     @property
     def listening(self) -> bool:
         return self._utterance is not None
 
-    def listen(self) -> None:
-        """Start capturing one spoken question (the microphone button, or after the wake phrase)."""
+    def listen(self, language: str | None = None) -> None:
+        """Start capturing one spoken question (the microphone button, or after the wake phrase), in `language`
+        (default: the current one; the wake phrase stays the current language's)."""
         if self._utterance is None:
-            self._utterance = UtteranceRecognizer(self._model, self._config.recognizer, executor=self._executor)
+            model = self.model(language)
+            _LOGGER.info("listening for a question in %s (speech model %s)",
+                         language if language in LANGUAGES else self._language, model.model_dir)
+            self._utterance = UtteranceRecognizer(model, self._config.recognizer, executor=self._executor)
             self._events.listening_changed(True)
 
     async def stop_listening(self) -> None:
@@ -95,9 +142,10 @@ class Listener:
 
     async def _dispatch(self, chunk: AudioChunk) -> None:
         speaking = self._is_speaking()
+        spotter = self._spotters[self._language]
         if self._utterance is not None and not (speaking and self._config.half_duplex):
             await self._feed_utterance(self._utterance, chunk)
-        elif self._spotter is not None and (self._utterance is None or speaking) and await self._spotter.feed(chunk):
+        elif spotter is not None and (self._utterance is None or speaking) and await spotter.feed(chunk):
             _LOGGER.info("wake phrase heard%s", " while speaking" if speaking else "")
             self._events.wake()
 
@@ -126,4 +174,4 @@ class Listener:
         self._events.recognition_failed(str(exc))
 
 
-__all__ = ["AudioDeviceError", "Listener", "ListenerConfig", "ListenerEvents"]
+__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "AudioDeviceError", "Listener", "ListenerConfig", "ListenerEvents"]

@@ -9,8 +9,11 @@ The model itself (`SpeechModel`, loading, decoder settings) lives in `audio.spee
 Decisions:
 - `UtteranceRecognizer` ends an utterance with its own endpointer (`audio.endpointing`), never Vosk's: a Vosk
   endpoint mid-question only moves the text so far into a list of segments, which `FinalResult()` completes.
-- Noise that the energy gate took for speech but that gives no words does not end the utterance: listening goes
-  on, and `no_speech_timeout_s` still counts from the first audio.
+- Vosk hears only what the speech decision (`vad`: Silero VAD by default, or the energy gate) calls speech, from
+  a short pre-roll before it started up to the endpoint (`audio.endpointing.PreRoll`): decoding long stretches of
+  lobby noise, it would make words of some of them, and then a question. The wake-phrase spotter likewise.
+- Sound that the speech decision took for speech but that gives no words does not end the utterance: listening
+  goes on, and `no_speech_timeout_s` still counts from the first audio.
 - After its final, a recognizer ignores audio (the rest of that chunk included) until `reset()`.
 """
 
@@ -27,7 +30,7 @@ from typing import Any, TypeVar
 
 import vosk
 
-from audio.endpointing import Endpointer, normalize_text
+from audio.endpointing import PREROLL_S, SILERO_MARGIN_DB, Endpointer, PreRoll, normalize_text
 from audio.pcm import SAMPLE_WIDTH, AudioChunk
 from audio.speech_model import RecognizerError, SpeechModel
 
@@ -53,7 +56,9 @@ DEFAULT_FILLERS = tuple(_FILLERS.split())
 class RecognizerConfig:
     model_dir: Path
     sample_rate: int = 16000
-    trailing_silence_s: float = 0.8  # end of utterance after this much silence following speech
+    # End of utterance after this much silence following the last speech frame. 0.4 s suits Silero, which hears
+    # the end of speech at once; the energy gate needs 0.8 s (it hears the dips between words as silence).
+    trailing_silence_s: float = 0.4
     max_utterance_s: float = 15.0  # force the end of an utterance this long after speech started
     no_speech_timeout_s: float = 8.0  # push-to-talk with nobody speaking: give up (final with empty text)
     # Kaldi decoder settings that trade accuracy for speed on slow boards; None keeps the model's conf/model.conf.
@@ -61,8 +66,26 @@ class RecognizerConfig:
     max_active: int | None = None
     beam: float | None = None
     lattice_beam: float | None = None
-    # The gate is max(this, noise floor + 10 dB): it only rises above this in a noisy room (audio.endpointing).
+    # The gate is max(this, noise floor + margin): it only rises above this in a noisy room (audio.endpointing).
     speech_threshold_dbfs: float = -45.0
+    vad: str = "silero"  # what tells speech from noise: "silero" (robust in a noisy lobby) or "energy" (quiet room)
+    vad_threshold: float = 0.5  # Silero speech probability from which a frame is speech
+    vad_margin_db: float = SILERO_MARGIN_DB  # Silero speech must be this much louder than the noise floor
+    preroll_s: float = PREROLL_S  # audio before the start of speech that Vosk hears too (the first word's onset)
+
+    def endpointer(self, noise_floor_dbfs: float | None = None) -> Endpointer:
+        """A fresh endpointer for one utterance with these settings."""
+        return Endpointer(
+            self.sample_rate,
+            trailing_silence_s=self.trailing_silence_s,
+            max_utterance_s=self.max_utterance_s,
+            no_speech_timeout_s=self.no_speech_timeout_s,
+            threshold_dbfs=self.speech_threshold_dbfs,
+            noise_floor_dbfs=noise_floor_dbfs,
+            vad=self.vad,
+            vad_threshold=self.vad_threshold,
+            margin_db=self.vad_margin_db if self.vad == "silero" else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -140,14 +163,8 @@ class UtteranceRecognizer(_VoskWorker):
 
     def _reset_sync(self, noise_floor: float | None) -> None:
         config = self._config
-        self._endpointer = Endpointer(
-            config.sample_rate,
-            trailing_silence_s=config.trailing_silence_s,
-            max_utterance_s=config.max_utterance_s,
-            no_speech_timeout_s=config.no_speech_timeout_s,
-            threshold_dbfs=config.speech_threshold_dbfs,
-            noise_floor_dbfs=noise_floor,
-        )
+        self._endpointer = config.endpointer(noise_floor)
+        self._preroll = PreRoll(self._endpointer, config.preroll_s, config.sample_rate)
         self._segments: list[str] = []  # text of Vosk's own endpoints within this utterance
         self._text = ""  # the text as last reported
         self._final: Transcript | None = None
@@ -172,7 +189,7 @@ class UtteranceRecognizer(_VoskWorker):
         out: list[Transcript] = []
         while pcm:
             end = self._endpointer.push(pcm)
-            out += self._accept(pcm if end is None else pcm[: end.consumed])
+            out += self._accept(self._preroll.take(pcm if end is None else pcm[: end.consumed]))
             if end is None:
                 break
             pcm = pcm[end.consumed :]
@@ -203,7 +220,8 @@ class UtteranceRecognizer(_VoskWorker):
 
     def _end(self, reason: str, ended_at: float, audio_end_s: float, *, forced: bool = False) -> Transcript | None:
         """The final for an endpoint; None when the "speech" was noise without words and listening goes on."""
-        last = normalize_text(json.loads(self._recognizer().FinalResult())["text"])
+        # No Vosk recognizer yet: it never heard speech (one is taken only for audio to recognize).
+        last = "" if self._rec is None else normalize_text(json.loads(self._rec.FinalResult())["text"])
         text = " ".join([*self._segments, last] if last else self._segments)
         if not text and reason == "silence" and not forced:
             log.debug("sound without words at %.2f s; still listening", audio_end_s)
@@ -228,8 +246,9 @@ class WakeWordSpotter(_VoskWorker):
     what other speech is recognised as: without them nearly any speech comes out as the phrase.
 
     A hit is the phrase's words in a row, each with a confidence of at least `min_confidence`, in a final result.
-    Finals come when the energy gate (`audio.endpointing`) hears `pause_s` of quiet after speech, at most
-    `MAX_PHRASE_S` into speech, or at Vosk's own endpoint; Vosk's alone comes 1-1.5 s after the phrase. Partial
+    Finals come when the speech decision (`vad`, as for questions: `audio.endpointing`) hears `pause_s` without
+    speech, at most `MAX_PHRASE_S` into speech, or at Vosk's own endpoint; Vosk's alone comes 1-1.5 s after the
+    phrase. Vosk hears only speech (with a pre-roll), so the lobby's noise is no phrase to it. Partial
     results would be earlier still but carry no confidence, and (measured) sounds like the phrase pass through them.
     So the phrase needs a pause after it: "<phrase> <question>" said in one breath is not a hit."""
 
@@ -243,6 +262,9 @@ class WakeWordSpotter(_VoskWorker):
         min_confidence: float = 0.9,
         pause_s: float = 0.4,
         speech_threshold_dbfs: float = -45.0,
+        vad: str = "silero",
+        vad_threshold: float = 0.5,
+        vad_margin_db: float = SILERO_MARGIN_DB,
         executor: Executor | None = None,
     ) -> None:
         words = phrase.split()
@@ -267,7 +289,11 @@ class WakeWordSpotter(_VoskWorker):
             max_utterance_s=MAX_PHRASE_S,
             no_speech_timeout_s=None,
             threshold_dbfs=speech_threshold_dbfs,
+            vad=vad,
+            vad_threshold=vad_threshold,
+            margin_db=vad_margin_db if vad == "silero" else None,
         )
+        self._preroll = PreRoll(self._endpointer, PREROLL_S, sample_rate)
 
     async def feed(self, chunk: AudioChunk) -> bool:
         """True once the phrase was heard; the spotter then starts afresh."""
@@ -290,7 +316,7 @@ class WakeWordSpotter(_VoskWorker):
         pcm = chunk.resampled(self._sample_rate).pcm
         while pcm:
             end = self._endpointer.push(pcm)
-            part = pcm if end is None else pcm[: end.consumed]
+            part = self._preroll.take(pcm if end is None else pcm[: end.consumed])
             if part and self._rec.AcceptWaveform(part) and self._heard(self._rec.Result()):
                 self._endpointer.restart()
                 return True

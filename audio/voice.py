@@ -4,6 +4,10 @@ Two supervised halves, each brought up (models loaded in threads, devices opened
 a device vanishes, torn down and retried with back-off, so a kiosk whose USB speaker was unplugged speaks again
 when it is plugged back in. Text chat never waits for any of this. The service reports one `VoiceState` that
 the daemon shows on the page and in `/readyz`.
+
+Speech models: `speech_model` (English, and every language without its own) and `speech_model_zh`, each loaded
+once on its own thread when the microphone first opens and kept across device losses; a language switch only
+picks another of them (see `audio.listener`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Protocol
 
 from audio.chunker import ChunkerConfig
 from audio.io import AudioDeviceError, AudioSink, AudioSource, open_sink, open_source
-from audio.listener import Listener, ListenerConfig
+from audio.listener import DEFAULT_LANGUAGE, Listener, ListenerConfig
 from audio.recognizer import RecognizerError, SpeechModel, Transcript
 from audio.speaker import AnswerSpeech, Sentence, SentenceEvent, Voices
 from audio.synthesizer import Synthesizer, SynthesizerError, VoiceConfig
@@ -32,6 +36,7 @@ class VoicePathConfig:
     listener: ListenerConfig
     speech_model: Path | None
     voice: Path | None
+    speech_model_zh: Path | None = None  # None: speech_model recognizes Chinese too
     voice_zh: Path | None = None
     input: str = "default"
     output: str = "default"
@@ -60,15 +65,19 @@ class VoiceEvents(Protocol):
 
 SourceOpener = Callable[[str, int], AudioSource]
 SinkOpener = Callable[[str, int], AudioSink]
-ModelLoader = Callable[[VoicePathConfig], Awaitable[SpeechModel]]
+ModelLoader = Callable[[VoicePathConfig, Path], Awaitable[SpeechModel]]
 VoicesLoader = Callable[[VoicePathConfig], Awaitable[Voices]]
 
 
-async def load_speech_model(config: VoicePathConfig) -> SpeechModel:
-    assert config.speech_model is not None
+async def load_speech_model(config: VoicePathConfig, model_dir: Path) -> SpeechModel:
     rc = config.listener.recognizer
-    return await SpeechModel.load(config.speech_model, max_active=rc.max_active, beam=rc.beam,
-                                  lattice_beam=rc.lattice_beam)
+    return await SpeechModel.load(model_dir, max_active=rc.max_active, beam=rc.beam, lattice_beam=rc.lattice_beam)
+
+
+def model_dirs(config: VoicePathConfig) -> dict[str, Path]:
+    """Each language's speech model directory."""
+    assert config.speech_model is not None
+    return {"en": config.speech_model, "zh": config.speech_model_zh or config.speech_model}
 
 
 async def load_voices(config: VoicePathConfig) -> Voices:
@@ -97,7 +106,8 @@ class VoiceService:
         # voice stays available (the device and the models are fine).
         self._passing: dict[str, str] = {}
         self._listener: Listener | None = None
-        self._model: SpeechModel | None = None
+        self._models: dict[Path, SpeechModel] = {}  # by directory: one model serving both languages loads once
+        self._language = DEFAULT_LANGUAGE
         self._loaded_voices: Voices | None = None
         self._voices: Voices | None = None
         self._sink: AudioSink | None = None
@@ -121,13 +131,19 @@ class VoiceService:
 
     # ---- listening ----
 
-    def listen(self) -> str | None:
-        """Start capturing a question; the reason it cannot, or None."""
+    def listen(self, language: str | None = None) -> str | None:
+        """Start capturing a question in `language` (default: the current one); the reason it cannot, or None."""
         if self._listener is None:
             return self._input_problem or "the microphone is not ready"
-        self._listener.listen()
+        self._listener.listen(language)
         self._passed("input")
         return None
+
+    def set_language(self, language: str) -> None:
+        """The language whose wake phrase is listened for and whose model hears the next question."""
+        self._language = language
+        if self._listener is not None:
+            self._listener.set_language(language)
 
     async def stop_listening(self) -> None:
         if self._listener is not None:
@@ -212,11 +228,9 @@ class VoiceService:
         source = self._open_source(self._config.input, self._config.listener.recognizer.sample_rate)
         try:
             await source.start()
-            if self._model is None:
-                self._model = await self._load_model(self._config)
-            model = self._model
+            models = await self._speech_models()
             relay = _ListenerRelay(self._events, self._publish, self._recognition_failed)
-            self._listener = Listener(model, self._config.listener, relay, self.is_speaking)
+            self._listener = Listener(models, self._config.listener, relay, self.is_speaking, self._language)
             self._set_problem("input", None)
             await self._listener.run(source)
         finally:
@@ -224,6 +238,19 @@ class VoiceService:
                 self._listener.close()
             self._listener = None
             await source.close()
+
+    async def _speech_models(self) -> dict[str, SpeechModel]:
+        """Each language's model; those not loaded yet load now, side by side on their own threads."""
+        dirs = model_dirs(self._config)
+        missing = [d for d in dict.fromkeys(dirs.values()) if d not in self._models]
+        loaded = await asyncio.gather(*(self._load_model(self._config, d) for d in missing), return_exceptions=True)
+        for model_dir, result in zip(missing, loaded, strict=True):
+            if not isinstance(result, BaseException):
+                self._models[model_dir] = result  # kept even if the other failed: a retry loads only that one
+        for result in loaded:
+            if isinstance(result, BaseException):
+                raise result
+        return {lang: self._models[d] for lang, d in dirs.items()}
 
     async def _run_output(self) -> None:
         if self._config.voice is None:

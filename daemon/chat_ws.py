@@ -19,6 +19,7 @@ from daemon.frames import (
     ErrorFrame,
     FrameError,
     HelloFrame,
+    LanguageFrame,
     ListenFrame,
     NewVisitFrame,
     ResetFrame,
@@ -30,8 +31,9 @@ from daemon.frames import (
     parse_client_frame,
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
-from daemon.messages import Busy, EngineError, Finished, Timings, Usage
+from daemon.messages import Busy, EngineError, Finished, PrefillReport, Timings, Usage
 from daemon.openai_schema import ApiError
+from daemon.prefill import SpeechPrefill
 from daemon.screen_voice import ScreenVoice
 from daemon.security import is_loopback
 from daemon.ws_flow import FrameRate, QueueReporter, Verdict
@@ -111,8 +113,9 @@ class ChatConnection:
         self._idle_watch: asyncio.Task[None] | None = None
         self._visits = app[VISITS]
         self.visit = self._visits.begin()
+        prefill = SpeechPrefill(self._prefill_partial) if app[SETTINGS].current.prefill_speech else None
         self.voice = ScreenVoice(app.get(VOICE), local, self.send, self._wake,
-                                 getattr(app[ENGINE], "yield_cpu", None))
+                                 getattr(app[ENGINE], "yield_cpu", None), prefill)
 
     def hello(self) -> HelloFrame:
         settings, engine = self._app[SETTINGS].current, self._app[ENGINE]
@@ -121,7 +124,8 @@ class ChatConnection:
                           voice=self.voice.state(), visit=self.visit, history_mode=self._visits.mode,
                           operator_unlock=self._app[OPERATOR].enabled, onscreen_keyboard=settings.onscreen_keyboard,
                           venue_name=settings.venue_name, welcome_en=settings.welcome_en,
-                          welcome_zh=settings.welcome_zh, wake_phrase=settings.wake_phrase)
+                          welcome_zh=settings.welcome_zh, wake_phrase=settings.wake_phrase,
+                          wake_phrase_zh=settings.wake_phrase_zh)
 
     async def _wake(self) -> None:
         """The wake phrase: whatever the kiosk was saying or writing stops, and it listens."""
@@ -181,13 +185,24 @@ class ChatConnection:
             await self.send(VisitFrame(self.visit))
         elif isinstance(frame, ChatFrame):
             await self._start(frame)
+        elif isinstance(frame, LanguageFrame):
+            await self.voice.on_language(frame.lang)
         elif isinstance(frame, ListenFrame):
-            if reason := await self.voice.on_listen(frame.on):
+            if reason := await self.voice.on_listen(frame.on, frame.lang):
                 await self.send(ErrorFrame("voice_unavailable", reason))
             else:
                 await self.send(self.voice.state())
         else:
             await self.voice.on_speech(frame.on)
+
+    async def _prefill_partial(self, text: str) -> PrefillReport | None:
+        """The spoken question so far, read into this screen's conversation (or its next one) ahead of time."""
+        if self._task is not None and not self._task.done():
+            return None  # an answer is running or queued
+        session = self._session
+        if session is not None and not self._visits.owns(self.visit, session):
+            return None
+        return await self._app[CONVERSATIONS].prefill(session, None, text)
 
     async def new_visit(self) -> None:
         """End this screen's visit (its answer stops first) and start the next one."""
@@ -225,6 +240,7 @@ class ChatConnection:
             await self.send(ErrorFrame("history_unavailable", str(exc)))
             return
         self._visits.joined(self.visit, session)
+        self.voice.on_question(frame.text)
         await self.send(SessionFrame(session))
         self._session = session
         self._cancel_while_queued = False

@@ -8,15 +8,20 @@ from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any, ClassVar
 
+DRAFT = "\0draft"
+"""The key of a conversation that does not exist yet: a screen's first question read ahead while the visitor
+speaks (daemon.prefill). Its live state is never saved; the next conversation without a saved state of its own
+simply continues from it, so the question it becomes reads only what changed. (No session id holds a NUL.)"""
+
 
 class ContextCache:
     """The model states of the most recently used conversations, least recently used dropped first.
 
     Only the engine thread switches. The live context always belongs to `active`; switching to another
     conversation saves the live one and restores the other's, so its next turn reads only the new tokens.
-    `forget` (any thread) drops a deleted conversation's saved state at once, and keeps its live state from
-    ever being saved; `forget_everywhere` does so in every cache of the process (the engine's own), so the
-    conversation store needs no handle on the engine.
+    A DRAFT live state is never saved (see DRAFT). `forget` (any thread) drops a deleted conversation's saved
+    state at once, and keeps its live state from ever being saved; `forget_everywhere` does so in every cache of
+    the process (the engine's own), so the conversation store needs no handle on the engine.
     """
 
     _caches: ClassVar[weakref.WeakSet[ContextCache]] = weakref.WeakSet()
@@ -57,7 +62,7 @@ class ContextCache:
         from daemon.llama_adapter import SavedContext
 
         saved = self._saved.pop(conversation, None)
-        if llm.n_tokens > 0 and not self._live_forgotten:
+        if llm.n_tokens > 0 and not self._live_forgotten and self.active != DRAFT:
             # Make room first, so no more than `capacity` states (tens of MB each) ever exist at once.
             while len(self._saved) >= self._capacity:
                 self._saved.popitem(last=False)

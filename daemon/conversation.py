@@ -14,11 +14,12 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from daemon.context_cache import DRAFT
 from daemon.engine import ChatEngine, Generation
 from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnRef, TurnStatus
 from daemon.knowledge.answers import KnowledgeAnswer, OnRetract
 from daemon.knowledge.library import VenueKnowledge
-from daemon.messages import ChatMessage, Finished, GenerationRequest
+from daemon.messages import ChatMessage, Finished, GenerationRequest, PrefillReport
 from daemon.settings import LiveSettings, Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,6 +70,31 @@ class Conversations:
             return session, store.turns(session) + store.pending_turns(session)
 
         return await self._history.run(load)
+
+    async def prefill(self, session: str | None, turns: Sequence[Turn] | None, partial: str) -> PrefillReport:
+        """Read the question `partial` (a transcript still being spoken) into the model ahead of time, with the
+        messages answer() would build for it; nothing is stored. `session` None: the screen's next conversation,
+        not created yet (daemon.context_cache.DRAFT); `turns` None: the session's turns, read from the history."""
+        if turns is None:
+            try:
+                turns = await self._turns(session)
+            except NoSuchSession:
+                return PrefillReport(skipped="no_session")
+        settings = self._live.current
+        plan = await self._knowledge.plan(partial, settings, previous=_last_question(turns))
+        if plan.kind in ("faq", "fallback"):  # KnowledgeAnswer.canned: a fixed text, the model is not asked
+            return PrefillReport(skipped="canned")
+        messages = prompt_messages(plan.system_prompt, turns, partial)
+        request = GenerationRequest(messages, settings.sampling(), request_id=session or "",
+                                    conversation=session or DRAFT)
+        report = await self._engine.prefill(request, partial)
+        _LOGGER.debug("prefill in session %s: %s", session or "(new)", report)
+        return report
+
+    async def _turns(self, session: str | None) -> list[Turn]:
+        if session is None:
+            return []
+        return await self._history.run(lambda store: store.turns(session) + store.pending_turns(session))
 
     async def answer(self, session: str, turns: Sequence[Turn], question: str, on_piece: OnPiece,
                      on_start: OnStart, on_retract: OnRetract | None = None) -> Finished:

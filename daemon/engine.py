@@ -30,11 +30,11 @@ from daemon.messages import (
     FinishReason,
     GenerationRequest,
     ModelNotReady,
-    Timings,
-    Usage,
+    PrefillReport,
 )
+from daemon.prefill.engine_prefill import Prefills
 from daemon.prefix_states import PrefixStates, common_prefix, model_identity
-from daemon.prompting import fit_prompt
+from daemon.prompting import FittedPrompt, fit_prompt
 from daemon.settings import Settings
 from daemon.textstream import StopMatcher, Utf8Assembler
 
@@ -84,6 +84,8 @@ class ChatEngine(Protocol):
     def generate(self, request: GenerationRequest) -> Generation: ...
 
     async def warm_prefixes(self, system_prompts: Sequence[str]) -> PrefixReport: ...
+
+    async def prefill(self, request: GenerationRequest, text_end: str | None = None) -> PrefillReport: ...
 
     def shutdown(self) -> None: ...
 
@@ -208,6 +210,7 @@ class LlamaEngine:
         self._last_progress = time.monotonic()  # written by the model thread, read by the watchdog
         self._yield_until = 0.0  # written by the loop, read by the model thread (a float: atomic enough)
         self._working = False  # the model thread is inside a generation (even one its client gave up on)
+        self._prefills = Prefills(self._gate, self._executor)
 
     def yield_cpu(self, seconds: float) -> None:
         """Speech first: pause the model between tokens for up to `seconds` so the first sentence's voice gets
@@ -343,7 +346,31 @@ class LlamaEngine:
         if self._prefixes is not None:
             self._prefixes.forget_all_but(wanted)
 
+    async def prefill(self, request: GenerationRequest, text_end: str | None = None) -> PrefillReport:
+        """Read `request`'s prompt up to the end of `text_end` (default: its last message) into the context ahead
+        of the question, without answering: only when the model is idle, giving way to a question at once
+        (see daemon.prefill.engine_prefill)."""
+        if not self.ready:
+            return PrefillReport(skipped="not_ready")
+        if time.monotonic() < self._yield_until:  # the kiosk's voice has the cores
+            return PrefillReport(skipped="busy")
+        end = request.messages[-1].content if text_end is None else text_end
+        return await self._prefills.run(lambda cancel: self._prefill_now(request, end, cancel))
+
+    def _prefill_now(self, request: GenerationRequest, text_end: str, cancel: threading.Event) -> PrefillReport:
+        from daemon.prefill.engine_prefill import prefill_prompt
+
+        assert self._render is not None
+        self._working = True  # the watchdog watches a prefill as it watches an answer
+        self.mark_progress()
+        try:
+            return prefill_prompt(self._llm, self._render, lambda: self._prepare(request)[0], request.messages,
+                                  text_end, cancel)
+        finally:
+            self._working = False
+
     def generate(self, request: GenerationRequest) -> Generation:
+        self._prefills.interrupt()  # a question goes before any prefill
         if not self.ready:
             raise ModelNotReady("the model is still loading")
 
@@ -361,6 +388,7 @@ class LlamaEngine:
     def shutdown(self) -> None:
         """Stop the running answer after its current token and turn away everything that waits."""
         self._gate.close()
+        self._prefills.interrupt()
         for generation in list(self._generations):
             generation.cancel()
 
@@ -375,21 +403,28 @@ class LlamaEngine:
         while (pause := self._yield_until - time.monotonic()) > 0 and not cancel.is_set():
             time.sleep(min(pause, 0.01))
 
+    def _prepare(self, request: GenerationRequest) -> tuple[FittedPrompt, int]:
+        """The context and prompt for `request`: its conversation's state, the fitted prompt and the longest
+        stored prefix of it; shared by answers and prefills, so a prefill reads exactly what its answer would."""
+        llm = self._llm
+        self._contexts.switch(llm, request.conversation)
+        budget = min(request.sampling.max_tokens, self._settings.max_tokens)
+        assert self._render is not None
+        fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
+        if self._prefixes is not None:
+            self._prefixes.restore_longest(llm, fitted.tokens)
+        return fitted, budget
+
     def _run(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
              queue_ms: float) -> Finished:
-        from daemon.llama_adapter import Decoder
+        from daemon.llama_adapter import Decoder, finished_report
 
         llm, s = self._llm, request.sampling
         started = time.perf_counter()
         self.mark_progress()
         if self._settings.fault_engine_hang:  # Fault injection: a model thread stuck in native code.
             time.sleep(self._settings.fault_engine_hang)
-        self._contexts.switch(llm, request.conversation)
-        budget = min(s.max_tokens, self._settings.max_tokens)
-        assert self._render is not None
-        fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
-        if self._prefixes is not None:
-            self._prefixes.restore_longest(llm, fitted.tokens)
+        fitted, budget = self._prepare(request)
         decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise)
         assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
         pieces: list[str] = []
@@ -409,25 +444,10 @@ class LlamaEngine:
             pieces.append(tail)
             emit(tail)
         reason: FinishReason = "stop" if stopper.stopped else decoder.reason
-        finished = _report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
+        finished = finished_report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
         t = finished.timings
         _LOGGER.info("answer %s: %s, %d prompt tokens (%d evaluated), %d generated, ttft %.0f ms, %.1f tokens/s",
                      request.request_id or "-", reason, finished.usage.prompt_tokens, t.prompt_eval_tokens,
                      finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s)
         return finished
 
-
-def _report(decoder: Any, reason: FinishReason, text: str, dropped: int, started: float,
-            queue_ms: float) -> Finished:
-    first, last, n = decoder.first_text_at, decoder.last_token_at, decoder.completion_tokens
-    decode_s = (last - decoder.first_token_at) if n > 1 else 0.0
-    timings = Timings(
-        queue_ms=round(queue_ms, 2),
-        ttft_ms=round(((first or last or started) - started) * 1000, 2),
-        prompt_eval_tokens=decoder.prompt_eval_tokens,
-        prompt_ms=round(decoder.prompt_ms, 2),
-        tokens_per_s=round((n - 1) / decode_s, 2) if decode_s > 0 else 0.0,
-        total_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-    usage = Usage(prompt_tokens=decoder.prompt_tokens, completion_tokens=n)
-    return Finished(reason=reason, text=text, usage=usage, timings=timings, dropped_turns=dropped)

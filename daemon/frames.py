@@ -31,12 +31,24 @@ class CancelFrame:
     type: ClassVar[str] = "cancel"
 
 
+LANGUAGES = ("en", "zh")
+
+
 @dataclass(frozen=True)
 class ListenFrame:
-    """The microphone button: start (`on`) or stop listening for a spoken question."""
+    """The microphone button: start (`on`) or stop listening for a spoken question, in `lang` if given."""
 
     on: bool
+    lang: str | None = None
     type: ClassVar[str] = "listen"
+
+
+@dataclass(frozen=True)
+class LanguageFrame:
+    """The page's language switch (and after hello): spoken questions on this screen are in `lang`."""
+
+    lang: str
+    type: ClassVar[str] = "language"
 
 
 @dataclass(frozen=True)
@@ -54,8 +66,8 @@ class NewVisitFrame:
     type: ClassVar[str] = "new_visit"
 
 
-ClientFrame = ChatFrame | CancelFrame | ListenFrame | SpeechFrame | NewVisitFrame
-CLIENT_TYPES = ("chat", "cancel", "listen", "speech", "new_visit")
+ClientFrame = ChatFrame | CancelFrame | ListenFrame | SpeechFrame | NewVisitFrame | LanguageFrame
+CLIENT_TYPES = ("chat", "cancel", "listen", "speech", "new_visit", "language")
 
 
 def parse_client_frame(raw: str, max_question_chars: int | None = None) -> ClientFrame:
@@ -74,11 +86,22 @@ def parse_client_frame(raw: str, max_question_chars: int | None = None) -> Clien
         on = data.get("on")
         if not isinstance(on, bool):
             raise FrameError("bad_frame", "'on' must be true or false")
-        return ListenFrame(on) if kind == "listen" else SpeechFrame(on)
+        return ListenFrame(on, _lang(data, required=False)) if kind == "listen" else SpeechFrame(on)
+    if kind == "language":
+        return LanguageFrame(_lang(data, required=True) or "en")
     if kind != "chat":
         raise FrameError("unknown_type",
                          f"unknown frame type {kind!r:.40}; expected one of {', '.join(CLIENT_TYPES)}")
     return _parse_chat(data, max_question_chars)
+
+
+def _lang(data: dict[str, Any], *, required: bool) -> str | None:
+    lang = data.get("lang")
+    if lang is None and not required:
+        return None
+    if lang not in LANGUAGES:
+        raise FrameError("bad_frame", f"'lang' must be one of {', '.join(map(repr, LANGUAGES))}")
+    return str(lang)
 
 
 def _parse_chat(data: dict[str, Any], max_question_chars: int | None) -> ChatFrame:
@@ -132,6 +155,8 @@ class VoiceFrame(ServerFrame):
     speaking: bool = False
     speech: bool = True
     detail: str | None = None
+    lang: str = "en"
+    """The language this screen's spoken questions are recognized in (and whose wake phrase is listened for)."""
     type: ClassVar[str] = "voice"
 
 
@@ -181,6 +206,8 @@ class HelloFrame(ServerFrame):
     welcome_zh: str = ""
     wake_phrase: str = ""
     """The wake phrase, when one is set (the welcome screen invites visitors to say it)."""
+    wake_phrase_zh: str = ""
+    """The wake phrase of a screen in Chinese ("": wake_phrase is said in Chinese too)."""
     type: ClassVar[str] = "hello"
 
     def to_json(self) -> str:

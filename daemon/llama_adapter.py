@@ -14,7 +14,7 @@ import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from daemon.messages import ChatMessage, EngineError, FinishReason, Sampling
+from daemon.messages import ChatMessage, EngineError, Finished, FinishReason, Sampling, Timings, Usage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -153,6 +153,23 @@ class Decoder:
             if self.completion_tokens >= self._budget:
                 self.reason = "length"
                 return
+
+
+def finished_report(decoder: Decoder, reason: FinishReason, text: str, dropped: int, started: float,
+                    queue_ms: float) -> Finished:
+    """The Finished report of an answer `decoder` wrote (the engine adds nothing the decoder does not know)."""
+    first, last, n = decoder.first_text_at, decoder.last_token_at, decoder.completion_tokens
+    decode_s = (last - decoder.first_token_at) if n > 1 else 0.0
+    timings = Timings(
+        queue_ms=round(queue_ms, 2),
+        ttft_ms=round(((first or last or started) - started) * 1000, 2),
+        prompt_eval_tokens=decoder.prompt_eval_tokens,
+        prompt_ms=round(decoder.prompt_ms, 2),
+        tokens_per_s=round((n - 1) / decode_s, 2) if decode_s > 0 else 0.0,
+        total_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    usage = Usage(prompt_tokens=decoder.prompt_tokens, completion_tokens=n)
+    return Finished(reason=reason, text=text, usage=usage, timings=timings, dropped_turns=dropped)
 
 
 class SavedContext:

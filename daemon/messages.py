@@ -79,6 +79,28 @@ class Finished:
     """The venue sections the answer used (none for a fallback or an ordinary answer)."""
 
 
+PrefillSkip = Literal["", "not_ready", "busy", "cancelled", "too_long", "no_cut", "failed", "canned", "no_session"]
+"""Why a prefill evaluated nothing: "" it ran; the model was loading or busy (a question goes first); a question
+came before it started; the prompt does not fit; the user text was not found in the rendered prompt; llama.cpp
+failed; the answer will be a fixed text (no model); the conversation is gone."""
+
+
+@dataclass(frozen=True)
+class PrefillReport:
+    """What reading a question ahead of time (while the visitor still speaks) did; see daemon.prefill."""
+
+    evaluated: int = 0
+    """Prompt tokens the model read now."""
+    cached: int = 0
+    """Tokens of the cut prompt the context already held (restored or left from before)."""
+    target: int = 0
+    """Tokens of the prompt up to the end of the user text (less the held-back last token)."""
+    ms: float = 0.0
+    skipped: PrefillSkip = ""
+    capped: bool = False
+    """It stopped before `target` (token cap, time cap or a question arriving); the answer reads the rest."""
+
+
 @dataclass(frozen=True)
 class Source:
     """A venue section an answer used: its file (relative to the knowledge folder) and heading."""

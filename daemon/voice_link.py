@@ -2,7 +2,9 @@
 
 The microphone and the speaker belong to the device, so only screens on the device itself (WebSocket clients
 on the loopback address) use them. Spoken questions go to the screen that pressed its microphone button last
-(or, for the wake phrase, the newest screen); the page asks them like typed ones, in its own session. The
+(or, for the wake phrase, the newest screen); the page asks them like typed ones, in its own session. Each screen
+has a language: a question is recognized in the language of the screen it is for, and the wake phrase listened
+for is the newest screen's (the one it would wake). The
 audio packages are imported only here and only when voice is on: without them, or without devices or models,
 the link reports why and text chat is untouched.
 """
@@ -35,6 +37,9 @@ class VoiceStatus:
 
 class VoiceScreen(Protocol):
     """What the link needs of a kiosk screen (a WebSocket connection)."""
+
+    @property
+    def language(self) -> str: ...
 
     def voice_changed(self) -> None: ...
 
@@ -79,21 +84,32 @@ class VoiceLink:
 
     def attach(self, screen: VoiceScreen) -> None:
         self._screens.append(screen)
+        self._follow_newest()
 
     def detach(self, screen: VoiceScreen) -> None:
         if screen in self._screens:
             self._screens.remove(screen)
+            self._follow_newest()
         if self._target is screen:
             self._target = None
             if self._service is not None:
                 self._service.cancel_listening()
 
     def listen(self, screen: VoiceScreen) -> str | None:
-        """Start listening for `screen`'s spoken question; why it cannot, or None."""
+        """Start listening for `screen`'s spoken question, in its language; why it cannot, or None."""
         if self._service is None:
             return self._status.detail or "voice is unavailable"
         self._target = screen
-        return self._service.listen()
+        return self._service.listen(screen.language)
+
+    def language_changed(self, screen: VoiceScreen) -> None:
+        if self._screens and screen is self._screens[-1]:
+            self._follow_newest()
+
+    def _follow_newest(self) -> None:
+        """The wake phrase listened for is the newest screen's language's (the wake phrase goes to that screen)."""
+        if self._service is not None and self._screens:
+            self._service.set_language(self._screens[-1].language)
 
     async def stop_listening(self) -> None:
         if self._service is not None:
@@ -145,10 +161,13 @@ def voice_path_config(settings: Settings) -> VoicePathConfig:
         model_dir=model_dir or Path("/nonexistent"), trailing_silence_s=settings.listen_silence,
         max_utterance_s=settings.listen_max, no_speech_timeout_s=settings.listen_timeout,
         max_active=settings.vosk_max_active or None, beam=settings.vosk_beam or None,
-        lattice_beam=settings.vosk_lattice_beam or None, speech_threshold_dbfs=settings.speech_threshold)
-    listener = ListenerConfig(recognizer, wake_phrase=settings.wake_phrase, half_duplex=settings.half_duplex)
+        lattice_beam=settings.vosk_lattice_beam or None, speech_threshold_dbfs=settings.speech_threshold,
+        vad=settings.vad, vad_threshold=settings.vad_threshold)
+    listener = ListenerConfig(recognizer, wake_phrase=settings.wake_phrase, half_duplex=settings.half_duplex,
+                              wake_phrase_zh=settings.wake_phrase_zh)
     return VoicePathConfig(
-        listener=listener, speech_model=model_dir, voice=settings.tts_voice or packaged_voice(),
+        listener=listener, speech_model=model_dir, speech_model_zh=settings.speech_model_zh,
+        voice=settings.tts_voice or packaged_voice(),
         voice_zh=settings.tts_voice_zh, input=settings.audio_input, output=settings.audio_output,
         output_rate=settings.output_rate, tts_threads=settings.tts_threads,
         chunker=ChunkerConfig(clause_min_chars=settings.speak_clause_chars))

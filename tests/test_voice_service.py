@@ -196,8 +196,8 @@ class FirstRecognizerBreaks(SpeechModel):
         return BreaksAfter(recognizer, 3) if self.broken == 1 else recognizer
 
 
-async def first_recognizer_breaks(config: VoicePathConfig) -> SpeechModel:
-    return FirstRecognizerBreaks(await load_speech_model(config))
+async def first_recognizer_breaks(config: VoicePathConfig, model_dir: Path) -> SpeechModel:
+    return FirstRecognizerBreaks(await load_speech_model(config, model_dir))
 
 
 def test_a_recognizer_failing_mid_question_is_reported_and_the_next_question_is_heard(

@@ -29,7 +29,12 @@ export interface HelloFrame {
   welcomeZh: string
   /** Said to start listening hands-free; empty when none is set. */
   wakePhrase: string
+  /** The phrase while the page is in Chinese; empty: `wakePhrase` in Chinese too. */
+  wakePhraseZh: string
 }
+
+/** The languages the daemon recognizes spoken questions in. */
+export type SpeechLang = 'en' | 'zh'
 
 /** What the daemon keeps of conversations (setting `history_mode`). */
 export type HistoryMode = 'keep' | 'visit' | 'off'
@@ -73,7 +78,8 @@ export type ServerFrame =
 export type ClientFrame =
   | { type: 'chat'; text: string; session: string | null }
   | { type: 'cancel' }
-  | { type: 'listen'; on: boolean }
+  | { type: 'listen'; on: boolean; lang?: SpeechLang }
+  | { type: 'language'; lang: SpeechLang }
   | { type: 'speech'; on: boolean }
   | { type: 'new_visit' }
 
@@ -126,6 +132,7 @@ function parseVenue(r: Raw) {
     welcomeEn: str(r.welcome_en).trim(),
     welcomeZh: str(r.welcome_zh).trim(),
     wakePhrase: wakePhrase(r),
+    wakePhraseZh: str(r.wake_phrase_zh).trim(),
   } satisfies Partial<HelloFrame>
 }
 

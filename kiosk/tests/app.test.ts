@@ -55,7 +55,7 @@ describe('the kiosk page', () => {
 
     $$('suggestion')[0].click()
     await flush()
-    expect(socket.sent).toEqual([{ type: 'chat', text: 'What are the opening hours?', session: null }])
+    expect(socket.sent).toEqual([{ type: 'language', lang: 'en' }, { type: 'chat', text: 'What are the opening hours?', session: null }])
     expect($('status')!.dataset.state).toBe('thinking')
     const [user, answer] = $$('message')
     expect(user.dataset).toMatchObject({ role: 'user', state: 'done' })
@@ -100,9 +100,9 @@ describe('the kiosk page', () => {
     await type('你好', { isComposing: true })
     await type('你好', { keyCode: 229 })
     await type('你好', { shiftKey: true })
-    expect(socket.sent).toEqual([])
+    expect(socket.sent).toEqual([{ type: 'language', lang: 'en' }]) // told after hello
     await type('你好')
-    expect(socket.sent).toEqual([{ type: 'chat', text: '你好', session: null }])
+    expect(socket.sent).toEqual([{ type: 'language', lang: 'en' }, { type: 'chat', text: '你好', session: null }])
     expect(($('composer-input') as HTMLTextAreaElement).value).toBe('')
   })
 
@@ -183,7 +183,7 @@ describe('the kiosk page', () => {
     await flush()
     expect($('mic')!.dataset.state).toBe('idle')
     $('mic')!.click()
-    expect(socket.sent.at(-1)).toEqual({ type: 'listen', on: true })
+    expect(socket.sent.at(-1)).toEqual({ type: 'listen', on: true, lang: 'en' })
     socket.receive({ type: 'voice', available: true, listening: true, speaking: false, speech: true, detail: null })
     socket.receive({ type: 'transcript', text: 'what time', final: false })
     await flush()

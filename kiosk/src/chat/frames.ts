@@ -54,6 +54,7 @@ function onHello(state: ChatState, hello: HelloFrame): void {
     welcomeEn: hello.welcomeEn,
     welcomeZh: hello.welcomeZh,
     wakePhrase: hello.wakePhrase,
+    wakePhraseZh: hello.wakePhraseZh,
   }
 }
 

@@ -98,11 +98,12 @@ export interface Venue {
   welcomeEn: string
   welcomeZh: string
   wakePhrase: string
+  wakePhraseZh: string
 }
 
 export const DEFAULT_VENUE: Venue = {
   historyMode: 'keep', operatorUnlock: false, onscreenKeyboard: 'auto', name: '', welcomeEn: '', welcomeZh: '',
-  wakePhrase: '',
+  wakePhrase: '', wakePhraseZh: '',
 }
 
 export function createChatState(): ChatState {

@@ -61,6 +61,13 @@ export function toggleLanguage(): void {
   setLanguage(lang.value === 'en' ? 'zh' : 'en')
 }
 
+const HAN = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/
+
+/** The language of a visitor's question, as the daemon judges it: Chinese when it has Han characters. */
+export function questionLanguage(text: string): Lang {
+  return HAN.test(text) ? 'zh' : 'en'
+}
+
 /** Reactive lookup: components that call t() re-render when the language changes. */
 export function t(key: MessageKey, params?: Record<string, string | number>): string {
   return translate(lang.value, key, params)
