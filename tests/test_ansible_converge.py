@@ -252,11 +252,32 @@ def test_first_run_provisions_ready_kiosks_and_the_second_changes_nothing(site: 
     pids = [kiosk.main_pid() for kiosk in site.kiosks]
 
     code, output, recaps = site.run("second-run")
-    changed = [line for line in output.splitlines() if line.startswith("changed:")]
     assert code == 0, f"second run failed, see {site.work / 'second-run.log'}:\n{output[-6000:]}"
     for kiosk in site.kiosks:
-        assert recaps[kiosk.name]["changed"] == 0, f"second run not idempotent: {recaps}\n" + "\n".join(changed)
+        changed = _changed_tasks(output, kiosk.name) - _screenless_browser_restart(kiosk)
+        assert not changed, f"second run not idempotent on {kiosk.name}: {sorted(changed)}\n{recaps}"
     assert [kiosk.main_pid() for kiosk in site.kiosks] == pids, "a run that changes nothing restarted a daemon"
+
+
+def _changed_tasks(output: str, host: str) -> set[str]:
+    """The tasks of a playbook run that reported `changed` on `host`."""
+    tasks: set[str] = set()
+    task = ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[len("TASK [") : line.rfind("]")]
+        elif line.startswith(f"changed: [{host}]"):
+            tasks.add(task)
+    return tasks
+
+
+def _screenless_browser_restart(kiosk: Kiosk) -> set[str]:
+    """Until the screen test gives it one, the containers have no screen: Chromium exits and systemd restarts
+    it every 2 s, so a run can find kiosk-browser between two of those restarts and (rightly) start it. On a
+    board with a screen the unit stays up. Excused only while the unit is in fact restarting like that."""
+    restarts = kiosk.host.ssh("systemctl", "show", "-p", "NRestarts", "--value", "kiosk-browser.service",
+                              check=False).stdout.strip()
+    return {"kioskd_display : Enable and start kiosk-browser"} if restarts.isdigit() and int(restarts) > 0 else set()
 
 
 def test_a_changed_knowledge_folder_is_copied_and_reloaded_without_a_restart(site: Site) -> None:
