@@ -74,7 +74,7 @@ async def ask(client: Screen, text: str) -> int:
 
 
 def run(coro: object) -> None:
-    asyncio.run(asyncio.wait_for(coro, 120))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, 240))  # type: ignore[arg-type]
 
 
 def test_spoken_question_is_transcribed_answered_and_spoken(voice_daemon: tuple[Daemon, Mic, Path]) -> None:
@@ -168,14 +168,29 @@ def test_the_kiosk_does_not_take_its_own_voice_for_a_question(
     echo = concat(spoken("The lighthouse keeper walked down to the sea every morning.", voice="en",
                          trail_silence_s=0.1), spoken(QUESTION, lead_silence_s=0.1, trail_silence_s=0.3))
 
+    async def attempt(client: Screen) -> list[str] | None:
+        """The final transcripts heard; None when the kiosk stopped speaking before the echo ended (the test
+        model's answer was short, or its voice skipped Chinese characters): the rest of the echo was then a
+        visitor's voice to the kiosk, rightly heard, and the attempt proves nothing."""
+        await client.send(type="listen", on=True)
+        asked = await ask(client, LONG_ANSWER)
+        started = await client.wait_for(is_type("speaking", state="started"), asked, within=60)
+        echo_ends = mic.say(echo)  # What the microphone hears of the kiosk's own speaker.
+        await asyncio.sleep(max(0.0, echo_ends - time.monotonic()) + 2.5)
+        silent = [r.at for r in client.since(asked, "voice") if r.frame.get("speaking") is False and r.at > started.at]
+        if silent and silent[0] < echo_ends:
+            await client.send(type="cancel")
+            return None
+        return [r.frame["text"] for r in client.since(asked, "transcript") if r.frame["final"]]
+
     async def test() -> list[str]:
         async with screen(daemon) as client:
-            await client.send(type="listen", on=True)
-            asked = await ask(client, LONG_ANSWER)
-            await client.wait_for(is_type("speaking", state="started"), asked, within=60)
-            echo_ends = mic.say(echo)  # What the microphone hears of the kiosk's own speaker.
-            await asyncio.sleep(max(0.0, echo_ends - time.monotonic()) + 2.5)
-            return [r.frame["text"] for r in client.since(asked, "transcript") if r.frame["final"]]
+            for _ in range(3):
+                if (heard := await attempt(client)) is not None:
+                    return heard
+                await client.send(type="listen", on=False)
+                await asyncio.sleep(1.0)
+            pytest.fail("in three answers the kiosk never spoke for as long as the echo lasted")
 
     try:
         heard: list[str] = []
