@@ -36,7 +36,7 @@ import aiohttp
 from bench.lobby_mic import LobbyMic
 from daemon.settings import DEFAULT_SYSTEM_PROMPT
 from tests.speech import spoken
-from tests.voice_rig import Screen, is_type
+from tests.voice_rig import Screen, is_type, voice_screen
 
 TARGETS_S = {"quiet": 0.8, "noisy": 1.0}
 # Published rates for Qwen2.5-0.5B Q4 at 2 threads (tokens/s: prompt, decode), for the projection.
@@ -163,10 +163,7 @@ async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> list[
     daemon = start_daemon(args, case, workdir, port)
     try:
         await wait_ready(f"http://127.0.0.1:{port}", daemon)
-        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            client = Screen(ws)
-            await client.wait_for(lambda f: f["type"] in ("hello", "voice") and
-                                  (f.get("voice") or f).get("available") is True, within=120)
+        async with voice_screen(f"http://127.0.0.1:{port}") as client:
             await client.send(type="chat", text="Hello!", session=None)  # Warm-up: model, voice and caches.
             session = (await client.wait_for(is_type("session"), within=120)).frame["session"]
             await client.wait_for(is_type("done"), within=120)
@@ -175,7 +172,6 @@ async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> list[
             for phrase in PHRASES[:args.turns]:
                 turns.append(await one_turn(client, mic, phrase, session))
                 await asyncio.sleep(1)
-            await client.close()
             return turns
     finally:
         daemon.terminate()

