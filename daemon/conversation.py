@@ -19,6 +19,7 @@ from daemon.engine import ChatEngine, Generation
 from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnRef, TurnStatus
 from daemon.knowledge.answers import KnowledgeAnswer, OnRetract
 from daemon.knowledge.library import VenueKnowledge
+from daemon.knowledge.planning import Plan
 from daemon.messages import ChatMessage, Finished, GenerationRequest, PrefillReport
 from daemon.settings import LiveSettings, Settings
 
@@ -45,6 +46,13 @@ def prompt_messages(system_prompt: str, turns: Sequence[Turn], question: str) ->
 
 def fallback_for(settings: Settings, lang: str) -> str:
     return settings.knowledge_fallback_zh if lang == "zh" else settings.knowledge_fallback
+
+
+def _request(plan: Plan, settings: Settings, turns: Sequence[Turn], question: str, request_id: str, *,
+             conversation: str) -> GenerationRequest:
+    """What the model is asked for `question` under `plan`: the same for an answer and for its prefill."""
+    messages = prompt_messages(plan.system_prompt, turns, question)
+    return GenerationRequest(messages, settings.sampling(), request_id=request_id, conversation=conversation)
 
 
 def _last_question(turns: Sequence[Turn]) -> str:
@@ -82,11 +90,9 @@ class Conversations:
                 return PrefillReport(skipped="no_session")
         settings = self._live.current
         plan = await self._knowledge.plan(partial, settings, previous=_last_question(turns))
-        if plan.kind in ("faq", "fallback"):  # KnowledgeAnswer.canned: a fixed text, the model is not asked
+        if plan.canned:  # a fixed text: the model is not asked
             return PrefillReport(skipped="canned")
-        messages = prompt_messages(plan.system_prompt, turns, partial)
-        request = GenerationRequest(messages, settings.sampling(), request_id=session or "",
-                                    conversation=session or DRAFT)
+        request = _request(plan, settings, turns, partial, session or "", conversation=session or DRAFT)
         report = await self._engine.prefill(request, partial)
         _LOGGER.debug("prefill in session %s: %s", session or "(new)", report)
         return report
@@ -112,8 +118,7 @@ class Conversations:
         answer = KnowledgeAnswer(plan, on_piece, on_retract, fallback_for(settings, plan.lang))
         if answer.canned:
             return await self._store_answer(session, session, await answer.stream_canned())
-        messages = prompt_messages(plan.system_prompt, turns, question)
-        request = GenerationRequest(messages, settings.sampling(), request_id=session, conversation=session)
+        request = _request(plan, settings, turns, question, session, conversation=session)
         generation: Generation | None = None
         try:
             generation = self._engine.generate(request)

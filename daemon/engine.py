@@ -32,7 +32,7 @@ from daemon.messages import (
     ModelNotReady,
     PrefillReport,
 )
-from daemon.prefill.engine_prefill import Prefills
+from daemon.prefill.engine_prefill import Prefills, prefill_prompt
 from daemon.prefix_states import PrefixStates, common_prefix, model_identity
 from daemon.prompting import FittedPrompt, fit_prompt
 from daemon.settings import Settings
@@ -358,8 +358,6 @@ class LlamaEngine:
         return await self._prefills.run(lambda cancel: self._prefill_now(request, end, cancel))
 
     def _prefill_now(self, request: GenerationRequest, text_end: str, cancel: threading.Event) -> PrefillReport:
-        from daemon.prefill.engine_prefill import prefill_prompt
-
         assert self._render is not None
         self._working = True  # the watchdog watches a prefill as it watches an answer
         self.mark_progress()

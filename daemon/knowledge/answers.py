@@ -41,7 +41,7 @@ class KnowledgeAnswer:
     @property
     def canned(self) -> bool:
         """The answer is a fixed text (an FAQ entry or the fallback): no model is needed."""
-        return self.plan.kind in ("faq", "fallback")
+        return self.plan.canned
 
     @property
     def unsupported(self) -> bool:

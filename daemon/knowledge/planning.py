@@ -58,6 +58,11 @@ class Plan:
     about: str = ""
     """grounded: the sentence of the section the question is most about (what a yes or no must agree with)."""
 
+    @property
+    def canned(self) -> bool:
+        """The answer is a fixed text (an FAQ entry or the fallback): no model is needed."""
+        return self.kind in ("faq", "fallback")
+
 
 @dataclass(frozen=True)
 class Policy:
