@@ -37,7 +37,8 @@ def voice_daemon(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp / "out.wav"
     daemon = start_daemon(tmp, "--model", str(test_model), "--max-tokens", "60", "--n-ctx", "1024",
                           "--audio-input", f"pipe:{tmp / 'mic'}", "--audio-output", f"wav:{out}",
-                          "--wake-phrase", WAKE, "--listen-silence", "0.6", env={"KIOSKD_VOICE": "true"})
+                          "--wake-phrase", WAKE, "--listen-silence", "0.6", "--temperature", "0",
+                          env={"KIOSKD_VOICE": "true"})  # temperature 0: the same answers (and speech) every run
     try:
         yield daemon, mic, out
     finally:
