@@ -315,7 +315,10 @@ def test_the_loop_runs_while_audio_is_recognized_in_real_time(model: SpeechModel
     gaps = np.diff(ticks)
     assert gaps.max() < 0.1, f"the loop stalled for {gaps.max():.3f} s"
     assert final.ended_at is not None
-    assert CONFIG.trailing_silence_s - 0.05 < final.ended_at - (start + speech_end) < CONFIG.trailing_silence_s + 1.0
+    # Where the utterance ended is exact in audio time; on the wall clock it comes while the audio plays, within
+    # what a slow two-core machine lags (1.1 s seen in CI) rather than after the whole clip has been fed.
+    assert final.audio_end_s is not None and final.audio_end_s - speech_end < CONFIG.trailing_silence_s + 0.1
+    assert CONFIG.trailing_silence_s - 0.05 < final.ended_at - (start + speech_end) < CONFIG.trailing_silence_s + 2.0
 
 
 def test_the_loop_runs_while_a_long_chunk_is_recognized(model: SpeechModel) -> None:
