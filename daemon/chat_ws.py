@@ -195,14 +195,15 @@ class ChatConnection:
         else:
             await self.voice.on_speech(frame.on)
 
-    async def _prefill_partial(self, text: str) -> PrefillReport | None:
-        """The spoken question so far, read into this screen's conversation (or its next one) ahead of time."""
+    async def _prefill_partial(self, text: str, draft: bool) -> PrefillReport | None:
+        """The spoken question so far, read into this screen's conversation (or its next one) ahead of time;
+        `draft`: it seems complete, the answer's first clause is written ahead too."""
         if self._task is not None and not self._task.done():
             return None  # an answer is running or queued
         session = self._session
         if session is not None and not self._visits.owns(self.visit, session):
             return None
-        return await self._app[CONVERSATIONS].prefill(session, None, text)
+        return await self._app[CONVERSATIONS].prefill(session, None, text, draft)
 
     async def new_visit(self) -> None:
         """End this screen's visit (its answer stops first) and start the next one."""

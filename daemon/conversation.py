@@ -79,10 +79,12 @@ class Conversations:
 
         return await self._history.run(load)
 
-    async def prefill(self, session: str | None, turns: Sequence[Turn] | None, partial: str) -> PrefillReport:
+    async def prefill(self, session: str | None, turns: Sequence[Turn] | None, partial: str,
+                      draft: bool = False) -> PrefillReport:
         """Read the question `partial` (a transcript still being spoken) into the model ahead of time, with the
         messages answer() would build for it; nothing is stored. `session` None: the screen's next conversation,
-        not created yet (daemon.context_cache.DRAFT); `turns` None: the session's turns, read from the history."""
+        not created yet (daemon.context_cache.DRAFT); `turns` None: the session's turns, read from the history.
+        `draft`: the partial seems complete; write the first clause of its answer too (daemon.prefill.draft)."""
         if turns is None:
             try:
                 turns = await self._turns(session)
@@ -93,7 +95,7 @@ class Conversations:
         if plan.canned:  # a fixed text: the model is not asked
             return PrefillReport(skipped="canned")
         request = _request(plan, settings, turns, partial, session or "", conversation=session or DRAFT)
-        report = await self._engine.prefill(request, partial)
+        report = await self._engine.prefill(request, partial, draft)
         _LOGGER.debug("prefill in session %s: %s", session or "(new)", report)
         return report
 

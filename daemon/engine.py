@@ -32,6 +32,7 @@ from daemon.messages import (
     ModelNotReady,
     PrefillReport,
 )
+from daemon.prefill.draft import Draft, drafting_allowed, same_question, write_draft
 from daemon.prefill.engine_prefill import Prefills, prefill_prompt
 from daemon.prefix_states import PrefixStates, common_prefix, model_identity
 from daemon.prompting import FittedPrompt, fit_prompt
@@ -85,7 +86,8 @@ class ChatEngine(Protocol):
 
     async def warm_prefixes(self, system_prompts: Sequence[str]) -> PrefixReport: ...
 
-    async def prefill(self, request: GenerationRequest, text_end: str | None = None) -> PrefillReport: ...
+    async def prefill(self, request: GenerationRequest, text_end: str | None = None,
+                      draft: bool = False) -> PrefillReport: ...
 
     def shutdown(self) -> None: ...
 
@@ -211,6 +213,7 @@ class LlamaEngine:
         self._yield_until = 0.0  # written by the loop, read by the model thread (a float: atomic enough)
         self._working = False  # the model thread is inside a generation (even one its client gave up on)
         self._prefills = Prefills(self._gate, self._executor)
+        self._draft: Draft | None = None  # the first tokens of an answer, written ahead (model thread only)
 
     def yield_cpu(self, seconds: float) -> None:
         """Speech first: pause the model between tokens for up to `seconds` so the first sentence's voice gets
@@ -346,16 +349,30 @@ class LlamaEngine:
         if self._prefixes is not None:
             self._prefixes.forget_all_but(wanted)
 
-    async def prefill(self, request: GenerationRequest, text_end: str | None = None) -> PrefillReport:
+    async def prefill(self, request: GenerationRequest, text_end: str | None = None,
+                      draft: bool = False) -> PrefillReport:
         """Read `request`'s prompt up to the end of `text_end` (default: its last message) into the context ahead
         of the question, without answering: only when the model is idle, giving way to a question at once
-        (see daemon.prefill.engine_prefill)."""
+        (see daemon.prefill.engine_prefill). `draft`: read all of it and write the answer's first clause too,
+        for the answer to `request` to start with (daemon.prefill.draft)."""
         if not self.ready:
             return PrefillReport(skipped="not_ready")
         if time.monotonic() < self._yield_until:  # the kiosk's voice has the cores
             return PrefillReport(skipped="busy")
+        if draft and drafting_allowed(request.sampling):
+            return await self._prefills.run(lambda cancel: self._draft_now(request, cancel),
+                                            drafting=lambda question: same_question(request, question))
         end = request.messages[-1].content if text_end is None else text_end
         return await self._prefills.run(lambda cancel: self._prefill_now(request, end, cancel))
+
+    def _draft_now(self, request: GenerationRequest, cancel: threading.Event) -> PrefillReport:
+        self._working = True
+        self.mark_progress()
+        try:
+            report, self._draft = write_draft(self._llm, lambda: self._prepare(request), request.sampling, cancel)
+            return report
+        finally:
+            self._working = False
 
     def _prefill_now(self, request: GenerationRequest, text_end: str, cancel: threading.Event) -> PrefillReport:
         assert self._render is not None
@@ -368,7 +385,7 @@ class LlamaEngine:
             self._working = False
 
     def generate(self, request: GenerationRequest) -> Generation:
-        self._prefills.interrupt()  # a question goes before any prefill
+        self._prefills.interrupt(request)  # a question goes before any prefill (but the draft of its answer)
         if not self.ready:
             raise ModelNotReady("the model is still loading")
 
@@ -423,7 +440,10 @@ class LlamaEngine:
         if self._settings.fault_engine_hang:  # Fault injection: a model thread stuck in native code.
             time.sleep(self._settings.fault_engine_hang)
         fitted, budget = self._prepare(request)
-        decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise)
+        draft, self._draft = self._draft, None
+        drafted = draft if draft is not None and draft.fits(fitted.tokens, s, llm) else None
+        decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise,
+                          drafted.tokens if drafted else (), drafted is not None and drafted.complete)
         assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
         pieces: list[str] = []
         for raw in decoder:
@@ -444,8 +464,9 @@ class LlamaEngine:
         reason: FinishReason = "stop" if stopper.stopped else decoder.reason
         finished = finished_report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
         t = finished.timings
-        _LOGGER.info("answer %s: %s, %d prompt tokens (%d evaluated), %d generated, ttft %.0f ms, %.1f tokens/s",
-                     request.request_id or "-", reason, finished.usage.prompt_tokens, t.prompt_eval_tokens,
-                     finished.usage.completion_tokens, t.ttft_ms, t.tokens_per_s)
+        _LOGGER.info("answer %s: %s, %d prompt tokens (%d evaluated), %d generated (%d drafted), ttft %.0f ms, "
+                     "%.1f tokens/s", request.request_id or "-", reason, finished.usage.prompt_tokens,
+                     t.prompt_eval_tokens, finished.usage.completion_tokens, len(drafted.tokens) if drafted else 0,
+                     t.ttft_ms, t.tokens_per_s)
         return finished
 

@@ -28,6 +28,16 @@ class CountingLlama(Llama):
     fault_countdown: int | None = None
     """Fault injection (setting fault_engine_raise): evaluations left before one fails; None: disarmed."""
     fault_spent = False
+    sampler_history: Sequence[int] = ()
+    """Tokens the next sampler llama-cpp-python builds treats as already sampled: an answer that goes on after a
+    draft penalizes repeats of the drafted tokens exactly as if one sampler had written them all."""
+
+    def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        sampler = super()._init_sampler(*args, **kwargs)
+        for token in self.sampler_history:
+            sampler.accept(token)
+        self.sampler_history = ()
+        return sampler
 
     def eval(self, tokens: Sequence[int]) -> None:
         if self.fault_countdown is not None:
@@ -79,24 +89,31 @@ def make_renderer(llm: CountingLlama, fallback_template: str) -> Callable[[Seque
 class Decoder:
     """Iterates the bytes of each sampled token, checking cancellation once per token.
 
+    `drafted` are tokens a draft already sampled after `prompt` (daemon.prefill.draft; the context holds them):
+    they are handed out first, then sampling goes on after them (`drafted_complete`: the draft ended the answer).
     When llama.cpp fails mid-answer the model's context is reset (it may hold a half-evaluated batch) and an
     EngineError is raised: the text handed out so far stays with the caller, and the next answer starts clean.
     """
 
     def __init__(self, llm: CountingLlama, prompt: list[int], sampling: Sampling,
-                 cancel: threading.Event, budget: int, request_id: str = "", fault_after: int = 0) -> None:
+                 cancel: threading.Event, budget: int, request_id: str = "", fault_after: int = 0,
+                 drafted: Sequence[int] = (), drafted_complete: bool = False) -> None:
         self._llm = llm
         self._request_id = request_id
         self._fault_after = fault_after
         self._prompt = prompt
         self._sampling = sampling
         self._cancel = cancel
+        self._drafted = list(drafted)
+        self._drafted_complete = drafted_complete
         self._budget = min(budget, llm.n_ctx() - len(prompt))
         self.reason: FinishReason = "length"
         self.prompt_tokens = len(prompt)
         self.prompt_eval_tokens = 0
         self.prompt_ms = 0.0
         self.completion_tokens = 0
+        self.tokens: list[int] = []
+        """The answer's tokens so far, drafted ones included."""
         self.first_token_at = 0.0
         self.first_text_at: float | None = None
         self.last_token_at = 0.0
@@ -114,9 +131,16 @@ class Decoder:
             llm.set_seed(s.seed)
         llm.evaluated = 0
         started = time.perf_counter()
+        yield from self._replay(started)
+        if self.completion_tokens < len(self._drafted) or self.completion_tokens >= self._budget:
+            return  # cancelled, or the budget was spent, within the draft
+        if self._drafted_complete:
+            self.reason = "stop"
+            return
         if self._fault_after and not llm.fault_spent:
             llm.fault_countdown = self._fault_after + 1  # the prompt's evaluation, then one per answer token
-        tokens = llm.generate(self._prompt, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
+        llm.sampler_history = self._drafted
+        tokens = llm.generate(self._prompt + self._drafted, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty, reset=True)
         try:
             yield from self._sample(tokens, started)
@@ -125,6 +149,24 @@ class Decoder:
         finally:
             tokens.close()
             llm.fault_countdown = None  # an answer that ended before the fault point re-arms it for the next
+
+    def _replay(self, started: float) -> Iterator[bytes]:
+        for token in self._drafted:
+            if self._cancel.is_set():
+                self.reason = "cancelled"
+                return
+            if not self.tokens:
+                self.prompt_ms = (time.perf_counter() - started) * 1000
+                self.first_token_at = time.perf_counter()
+            yield from self._hand_out(token)
+            if self.completion_tokens >= self._budget:
+                return
+
+    def _hand_out(self, token: int) -> Iterator[bytes]:
+        self.last_token_at = time.perf_counter()
+        self.completion_tokens += 1
+        self.tokens.append(token)
+        yield bytes(self._llm.detokenize([token]))
 
     def _failed(self, exc: Exception) -> EngineError:
         self._llm.reset()  # type: ignore[no-untyped-call]
@@ -135,12 +177,13 @@ class Decoder:
     def _sample(self, tokens: Iterator[int], started: float) -> Iterator[bytes]:
         llm = self._llm
         vocab: Any = llm._model.vocab
-        for token in tokens:
+        for sampled, token in enumerate(tokens):
             now = time.perf_counter()
-            if self.completion_tokens == 0:
+            if sampled == 0:
                 self.prompt_eval_tokens = llm.evaluated
-                self.prompt_ms = (now - started) * 1000
-                self.first_token_at = now
+                if not self.tokens:
+                    self.prompt_ms = (now - started) * 1000
+                    self.first_token_at = now
             self.last_token_at = now
             if self._cancel.is_set():
                 self.reason = "cancelled"
@@ -148,8 +191,7 @@ class Decoder:
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 self.reason = "stop"
                 return
-            self.completion_tokens += 1
-            yield bytes(llm.detokenize([token]))
+            yield from self._hand_out(token)
             if self.completion_tokens >= self._budget:
                 self.reason = "length"
                 return

@@ -99,6 +99,8 @@ class PrefillReport:
     skipped: PrefillSkip = ""
     capped: bool = False
     """It stopped before `target` (token cap, time cap or a question arriving); the answer reads the rest."""
+    drafted: int = 0
+    """Answer tokens a draft sampled after the whole prompt (daemon.prefill.draft); 0 for a plain prefill."""
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class ScreenVoice:
     def on_question(self, text: str) -> None:
         """A question was asked (typed, or a spoken one the page asks): the next one is likely in its language."""
         if self._prefill is not None:
-            self._prefill.cancel()  # the answer gets the model now
+            self._prefill.final(text)  # the answer gets the model now, or the draft of its first clause goes on
         if self._set_language(text_language(text)) and self._link is not None and self._link.status.available:
             self.voice_changed()  # the page learns the new `lang` without waiting for another voice frame
 

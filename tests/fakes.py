@@ -107,7 +107,8 @@ class ScriptedEngine:
         self.warmed.append(list(system_prompts))
         return PrefixReport(loaded=len(system_prompts))
 
-    async def prefill(self, request: GenerationRequest, text_end: str | None = None) -> PrefillReport:
+    async def prefill(self, request: GenerationRequest, text_end: str | None = None,
+                      draft: bool = False) -> PrefillReport:
         """As LlamaEngine.prefill, without a model: skipped when not ready or the model is taken or awaited,
         else it "reads" the whole prompt (one token per word) at once."""
         self.prefills.append((request, text_end))

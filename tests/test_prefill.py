@@ -7,6 +7,7 @@ policy's tests use a fake prefill callable. Measurements print with `pytest -s`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from daemon.engine import LlamaEngine
 from daemon.history import History
 from daemon.messages import ChatMessage, Finished, GenerationRequest, PrefillReport, Sampling
 from daemon.prefill import SpeechPrefill, engine_prefill
+from daemon.prefill import draft as draft_module
 from daemon.prefill.speech import head
 from daemon.settings import LiveSettings, load_settings
 
@@ -93,10 +95,10 @@ async def spoken(rig: Rig, partials: list[str], question: str, stable_s: float =
     idle = asyncio.Event()
     idle.set()
 
-    async def prefill(text: str) -> PrefillReport:
+    async def prefill(text: str, draft: bool) -> PrefillReport:
         idle.clear()
         try:
-            report = await rig.conversations.prefill(None, None, text)
+            report = await rig.conversations.prefill(None, None, text, draft)
         finally:
             idle.set()
         reports.append(report)
@@ -214,12 +216,90 @@ def test_a_new_conversation_continues_from_its_draft(rig_runner: Callable[..., A
     assert not any(key.startswith("\0") for key in rig_runner(scenario))
 
 
+# ---- drafts: the answer's first clause written on a stable partial (daemon.prefill.draft) ----
+
+
+async def drafted_answer(rig: Rig, question: str) -> tuple[PrefillReport, Finished]:
+    await elsewhere(rig)
+    report = await rig.conversations.prefill(None, [], question, draft=True)
+    return report, (await ask(rig, question))[1]
+
+
+def test_an_answer_starts_with_the_draft_of_its_question(rig_runner: Callable[..., Any]) -> None:
+    question = "What time does the museum open on Sunday?"
+    base = rig_runner(lambda rig: baseline(rig, question))
+    report, finished = rig_runner(lambda rig: drafted_answer(rig, question))
+    assert report.skipped == "" and report.drafted > 0, report
+    assert finished.text == base.text, "at temperature 0 the draft is the answer's own beginning"
+    assert finished.usage.completion_tokens == base.usage.completion_tokens
+    assert finished.usage.prompt_tokens == base.usage.prompt_tokens
+    # The draft read the prompt; the answer re-reads only the draft's last token (sampled, not evaluated yet).
+    assert finished.timings.prompt_eval_tokens <= 1 < base.timings.prompt_eval_tokens
+    print(f"\nSmolLM2: drafted {report.drafted} tokens in {report.ms:.0f} ms; the answer's first text after "
+          f"{finished.timings.ttft_ms:.0f} ms (without the draft {base.timings.ttft_ms:.0f} ms)")
+
+
+def test_a_draft_of_another_question_is_not_used(rig_runner: Callable[..., Any]) -> None:
+    question = "Is there a cafe in the building?"
+    base = rig_runner(lambda rig: baseline(rig, question))
+
+    async def scenario(rig: Rig) -> Finished:
+        await elsewhere(rig)
+        await rig.conversations.prefill(None, [], "Is there a cafe in the", draft=True)
+        return (await ask(rig, question))[1]
+
+    finished = rig_runner(scenario)
+    assert finished.text == base.text
+    assert 1 < finished.timings.prompt_eval_tokens < base.timings.prompt_eval_tokens  # the shared prefix stays
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.001)):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"still not so after {timeout_s} s")
+
+
+async def while_drafting(rig: Rig, drafted: str, question: str) -> tuple[PrefillReport, Finished]:
+    """A question asked as soon as the draft of `drafted` has the model."""
+    await elsewhere(rig)
+    await until(lambda: not rig.engine.gate.busy)  # the answer elsewhere hands the model back from a callback
+    draft = asyncio.create_task(rig.engine.prefill(_request(drafted, "d"), draft=True))
+    await until(lambda: rig.engine.gate.busy)
+    async with rig.engine.generate(_request(question, "d")) as gen:
+        async for _ in gen:
+            pass
+    assert gen.result is not None
+    return await draft, gen.result
+
+
+def test_a_question_waits_for_the_draft_of_its_answer_and_another_interrupts_it(
+        rig_runner: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(draft_module, "MIN_CLAUSE_CHARS", 10_000)  # no clause ends it: the whole budget
+    question, other = "Tell me about the history of the city museum.", "Where are the toilets?"
+    same_report, same = rig_runner(lambda rig: while_drafting(rig, question, question))
+    other_base = rig_runner(lambda rig: baseline(rig, other))
+    other_report, other_answer = rig_runner(lambda rig: while_drafting(rig, question, other))
+    assert same_report.drafted == draft_module.DRAFT_TOKENS and same.timings.prompt_eval_tokens <= 1, same_report
+    assert other_report.drafted < draft_module.DRAFT_TOKENS, "the other question interrupted the draft"
+    assert other_answer.text == other_base.text
+
+
+def test_a_seeded_request_is_prefilled_but_not_drafted(rig_runner: Callable[..., Any]) -> None:
+    seeded = dataclasses.replace(_request("Where is the shop?", "s"), sampling=dataclasses.replace(
+        _request("", "").sampling, seed=7))
+    report = rig_runner(lambda rig: rig.engine.prefill(seeded, draft=True))
+    assert report.skipped == "" and report.drafted == 0 and report.evaluated > 0
+
+
 # ---- the speech policy, with a fake prefill ----
 
 
 class FakePrefill:
     def __init__(self, hold: bool = False) -> None:
         self.calls: list[str] = []
+        self.drafts: list[str] = []
         self.cancelled: list[str] = []
         self.running = 0
         self.most = 0
@@ -227,8 +307,10 @@ class FakePrefill:
         if not hold:
             self.release.set()
 
-    async def __call__(self, text: str) -> str:
+    async def __call__(self, text: str, draft: bool) -> str:
         self.calls.append(text)
+        if draft:
+            self.drafts.append(text)
         self.running += 1
         self.most = max(self.most, self.running)
         try:
@@ -279,10 +361,11 @@ def test_a_growing_partial_is_prefilled_but_its_last_word() -> None:
 
 
 def test_one_prefill_in_flight_and_the_newest_text_next() -> None:
+    """Prefills of a growing partial (not drafts, which a newer partial stops) wait for the one running."""
     async def scenario() -> tuple[FakePrefill, object]:
         fake = FakePrefill(hold=True)
-        policy = SpeechPrefill(fake, stable_s=0.01)
-        for text in ("Where is", "Where is the", "Where is the shop"):
+        policy = SpeechPrefill(fake, stable_s=10.0, min_new_words=1)
+        for text in ("Where is the", "Where is the shop", "Where is the shop open"):
             policy.partial(text)
             await asyncio.sleep(0.05)
         assert policy.in_flight and fake.calls == ["Where is"]
@@ -292,7 +375,7 @@ def test_one_prefill_in_flight_and_the_newest_text_next() -> None:
         return fake, policy.last
 
     fake, last = run(scenario())
-    assert fake.most == 1
+    assert fake.most == 1 and fake.drafts == [] and fake.cancelled == []
     assert fake.calls == ["Where is", "Where is the shop"], "the text that waited was replaced by the newer"
     assert last == "Where is the shop"
 
@@ -313,6 +396,60 @@ def test_a_final_transcript_cancels_the_prefill() -> None:
     fake, in_flight = run(scenario())
     assert fake.calls == ["Where is the"] and fake.cancelled == ["Where is the"]
     assert not in_flight
+
+
+def test_a_stable_partial_is_drafted_and_a_growing_one_only_prefilled() -> None:
+    async def scenario() -> FakePrefill:
+        fake = FakePrefill()
+        policy = SpeechPrefill(fake, stable_s=0.05, min_new_words=2)
+        for text in ("What time", "What time does the", "What time does the museum"):
+            policy.partial(text)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await policy.close()
+        return fake
+
+    fake = run(scenario())
+    assert fake.calls == ["What time does", "What time does the museum"]
+    assert fake.drafts == ["What time does the museum"]
+
+
+@pytest.mark.parametrize(("final", "kept"), [("Where is the shop", True), ("Where is the shop?", False)])
+def test_the_final_transcript_keeps_only_the_draft_of_its_own_text(final: str, kept: bool) -> None:
+    async def scenario() -> FakePrefill:
+        fake = FakePrefill(hold=True)
+        policy = SpeechPrefill(fake, stable_s=0.01, min_new_words=10)
+        policy.partial("Where is the shop")
+        await asyncio.sleep(0.05)
+        policy.final(final)
+        policy.cancel()  # the answer starting (barge-in) does not stop a kept draft either
+        await asyncio.sleep(0.02)
+        fake.release.set()
+        await asyncio.sleep(0.02)
+        await policy.close()
+        return fake
+
+    fake = run(scenario())
+    assert fake.drafts == ["Where is the shop"]
+    assert fake.cancelled == ([] if kept else ["Where is the shop"])
+
+
+def test_a_new_partial_stops_the_draft_of_an_older_one() -> None:
+    async def scenario() -> FakePrefill:
+        fake = FakePrefill(hold=True)
+        policy = SpeechPrefill(fake, stable_s=0.01, min_new_words=10)
+        policy.partial("Where is the")
+        await asyncio.sleep(0.05)
+        policy.partial("Where is the shop")  # the visitor went on speaking
+        await asyncio.sleep(0.01)
+        fake.release.set()
+        await asyncio.sleep(0.05)
+        await policy.close()
+        return fake
+
+    fake = run(scenario())
+    assert fake.cancelled == ["Where is the"]
+    assert fake.drafts == ["Where is the", "Where is the shop"]
 
 
 def test_close_ends_the_owner_task() -> None:

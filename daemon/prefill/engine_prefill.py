@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from daemon.gate import ModelGate
-from daemon.messages import ChatMessage, EngineError, PrefillReport, PromptTooLong
+from daemon.messages import ChatMessage, EngineError, GenerationRequest, PrefillReport, PromptTooLong
 from daemon.prefix_states import common_prefix
 from daemon.prompting import FittedPrompt
 
@@ -47,15 +47,21 @@ class Prefills:
         self._gate = gate
         self._executor = executor
         self._cancel: threading.Event | None = None
+        self._drafting: Callable[[GenerationRequest], bool] | None = None
 
-    def interrupt(self) -> None:
-        """A question is coming (or the daemon stops): the running prefill ends after its current chunk."""
+    def interrupt(self, question: GenerationRequest | None = None) -> None:
+        """A question is coming (or the daemon stops): the running prefill ends after its current chunk, unless
+        it is a draft of this very `question`'s answer (daemon.prefill.draft), which the question waits for."""
+        drafting = self._drafting
+        if question is not None and drafting is not None and drafting(question):
+            return
         if self._cancel is not None:
             self._cancel.set()
 
-    async def run(self, work: Work) -> PrefillReport:
+    async def run(self, work: Work, drafting: Callable[[GenerationRequest], bool] | None = None) -> PrefillReport:
         """`work(cancel)` on the model thread, or a "busy" report at once when the model is taken or awaited.
-        Cancelling the caller stops the work after its chunk; the gate opens only once the thread is done."""
+        Cancelling the caller stops the work after its chunk; the gate opens only once the thread is done.
+        `drafting(question)`: whether the work drafts `question`'s answer (an interrupt for it lets it finish)."""
         gate = self._gate
         await asyncio.sleep(0)  # an answer that just ended opens the gate from a callback: let it run first
         if gate.busy or gate.waiting:
@@ -65,7 +71,7 @@ class Prefills:
         except EngineError:  # shutting down
             return PrefillReport(skipped="busy")
         cancel = threading.Event()
-        self._cancel = cancel
+        self._cancel, self._drafting = cancel, drafting
         try:
             future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
         except BaseException:
@@ -80,7 +86,7 @@ class Prefills:
 
     def _done(self, cancel: threading.Event) -> None:
         if self._cancel is cancel:
-            self._cancel = None
+            self._cancel = self._drafting = None
         self._gate.release()
 
 

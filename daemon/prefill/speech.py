@@ -1,11 +1,13 @@
 """One screen's policy for reading a spoken question ahead: which partial transcripts to prefill, and when.
 
 The recognizer sends partial transcripts while the visitor speaks. Reading each into the model as it comes would
-keep the model busy with words about to be revised, so a partial is prefilled when it is stable (unchanged for
-`stable_s`), and while it grows, all of it but its last word (the one still being spoken) once that part has
-gained `min_new_words` words over what was prefilled last. One prefill runs at a time, on the owner task; a newer
-text waits for it and replaces any older text still waiting. A final transcript or a typed question ends it all:
-the answer gets the model without waiting (the engine's prefill also gives way to it on its own).
+keep the model busy with words about to be revised, so while a partial grows, all of it but its last word (the
+one still being spoken) is prefilled once that part has gained `min_new_words` words over what was prefilled
+last; a partial that is stable (unchanged for `stable_s`: the visitor has probably finished) is drafted, its
+answer's first clause written ahead (daemon.prefill.draft). One prefill runs at a time, on the owner task; a
+newer text waits for it and replaces any older text still waiting, and a newer partial stops a draft of an older
+one. A final transcript or a question ends it all, so the answer gets the model without waiting, except a draft
+of that very text, which goes on: the answer starts with what it wrote.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Awaitable, Callable
 
 _LOGGER = logging.getLogger(__name__)
 
-Prefill = Callable[[str], Awaitable[object]]
-"""Reads a question (a partial transcript) into the model ahead of time; its result is only logged."""
+Prefill = Callable[[str, bool], Awaitable[object]]
+"""Reads a question (a partial transcript) into the model ahead of time, drafting its answer's first clause when
+the flag is set; its result is only logged."""
 
 # A word: a run of non-space, non-CJK characters, or one CJK character (Chinese has no spaces between words).
 _CJK = "\u3400-\u9fff\uf900-\ufaff"
@@ -48,7 +51,8 @@ class SpeechPrefill:
         self._min_new_words = min_new_words
         self._heard = ""  # the latest partial
         self._done = ""  # the last text handed to `prefill` in this utterance
-        self._want: str | None = None  # the text to prefill next
+        self._want: tuple[str, bool] | None = None  # the text to prefill next, and whether to draft it
+        self._drafting: str | None = None  # the text of the draft running now
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._owner: asyncio.Task[None] | None = None
@@ -67,13 +71,18 @@ class SpeechPrefill:
             return
         self._heard = text
         self._stop_timer()
+        if self._drafting is not None and self._running is not None:
+            self._running.cancel()  # still speaking: the draft answers words about to change
         self._timer = asyncio.get_running_loop().call_later(self._stable_s, self._stable, text)
         growing = head(text)
         if growing.startswith(self._done) and words(growing) - words(self._done) >= self._min_new_words:
-            self._request(growing)
+            self._request(growing, draft=False)
 
     def final(self, text: str = "") -> None:
-        """The utterance is over (a final transcript, or a typed question): drop what waits, stop what runs."""
+        """The utterance is over (a final transcript, or the question asked): drop what waits and stop what
+        runs, unless it drafts the answer to `text` itself; that draft goes on, out of reach of `cancel`."""
+        if self._drafting is not None and self._drafting == text.strip():
+            self._running = self._drafting = None  # the owner still awaits it; only close() stops it now
         self.cancel()
 
     def cancel(self) -> None:
@@ -99,10 +108,10 @@ class SpeechPrefill:
     def _stable(self, text: str) -> None:
         self._timer = None
         if text == self._heard and text != self._done:
-            self._request(text)
+            self._request(text, draft=True)
 
-    def _request(self, text: str) -> None:
-        self._want = text
+    def _request(self, text: str, *, draft: bool) -> None:
+        self._want = (text, draft)
         self._wake.set()
         if self._owner is None or self._owner.done():
             self._owner = asyncio.create_task(self._own(), name="speech-prefill")
@@ -111,16 +120,19 @@ class SpeechPrefill:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            text, self._want = self._want, None
-            if text is None or text == self._done:
+            want, self._want = self._want, None
+            if want is None or want[0] == self._done:
                 continue
+            text, draft = want
             self._done = text
-            running = self._running = asyncio.ensure_future(self._prefill(text))
+            running = self._running = asyncio.ensure_future(self._prefill(text, draft))
+            self._drafting = text if draft else None
             try:
                 await asyncio.wait({running})  # a cancelled prefill ends the wait, not the owner
             finally:
                 running.cancel()  # only does anything when the owner itself is cancelled (close)
-                self._running = None
+                if self._running is running:
+                    self._running = self._drafting = None
             self._settled(text, running)
 
     def _settled(self, text: str, running: asyncio.Future[object]) -> None:
