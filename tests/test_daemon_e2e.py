@@ -74,13 +74,15 @@ def test_follow_up_sees_earlier_turns_and_reuses_the_cache(daemon: Daemon) -> No
 
 
 def test_chinese_streams_intact(daemon: Daemon) -> None:
-    # At temperature 0 SmolLM2 answers this in valid UTF-8 whose characters are split across tokens
-    # (other prompts make it emit invalid byte sequences of its own, which rightly come out as U+FFFD).
+    # SmolLM2's vocabulary is mostly English: a Chinese character takes two or three byte tokens, so a frame
+    # sent per token would carry half characters. The exact wording at temperature 0 depends on the CPU's
+    # kernels, so the answer is only required to be Chinese, with more tokens than characters.
     answer = run(ask_once(daemon.url, "请重复这句话：我爱北京天安门。"))
     assert answer.done, answer
     assert all("\ufffd" not in piece for piece in answer.tokens), "no half characters in any frame"
-    assert answer.text.startswith("我爱北京天安门")
-    assert sum("\u4e00" <= ch <= "\u9fff" for ch in answer.text) >= 20, answer.text
+    chinese = sum("\u4e00" <= ch <= "\u9fff" for ch in answer.text)
+    assert chinese >= 4, answer.text
+    assert answer.done["usage"]["completion_tokens"] > len(answer.text), "characters were split across tokens"
 
 
 def test_disconnect_frees_the_engine_for_the_next_client(daemon: Daemon) -> None:

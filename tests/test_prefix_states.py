@@ -21,7 +21,7 @@ def llm(test_model: Path):  # type: ignore[no-untyped-def]
 
 def greedy(llm, tokens: list[int], n: int = 12) -> list[int]:  # type: ignore[no-untyped-def]
     out = []
-    for token in llm.generate(tokens, temp=0.0, reset=False):
+    for token in llm.generate(tokens, temp=0.0, reset=True):  # reset=True: reuse the matching prefix
         out.append(token)
         if len(out) == n:
             break
