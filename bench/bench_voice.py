@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cases", default="quiet,noisy", help="comma-separated: quiet, noisy")
     parser.add_argument("--prefill", default="on,off", help="comma-separated: on, off")
     parser.add_argument("--daemon-arg", action="append", default=[], help="extra `kioskd serve` flag (repeat)")
+    parser.add_argument("--logs", type=Path, help="keep each case's daemon log in this folder")
     return parser.parse_args()
 
 
@@ -217,6 +219,9 @@ def main() -> None:
     for case in cases:
         with tempfile.TemporaryDirectory(prefix="kioskd-bench-voice-") as tmp:
             results[case.name] = asyncio.run(run_case(args, case, Path(tmp)))
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(tmp) / "daemon.log", args.logs / (case.name.replace(", ", "-") + ".log"))
     print(f"# bench_voice: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, model {args.model.name}, "
           f"noisy = lobby noise at {args.snr:g} dB SNR")
     medians = {case.name: report_case(case, results[case.name]) for case in cases}

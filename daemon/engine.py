@@ -366,21 +366,28 @@ class LlamaEngine:
         return await self._prefills.run(lambda cancel: self._prefill_now(request, end, cancel))
 
     def _draft_now(self, request: GenerationRequest, cancel: threading.Event) -> PrefillReport:
+        from daemon.llama_adapter import sharing_the_cores
+
         self._working = True
         self.mark_progress()
         try:
-            report, self._draft = write_draft(self._llm, lambda: self._prepare(request), request.sampling, cancel)
+            with sharing_the_cores(self._llm):
+                report, self._draft = write_draft(self._llm, lambda: self._prepare(request), request.sampling,
+                                                  cancel)
             return report
         finally:
             self._working = False
 
     def _prefill_now(self, request: GenerationRequest, text_end: str, cancel: threading.Event) -> PrefillReport:
+        from daemon.llama_adapter import sharing_the_cores
+
         assert self._render is not None
         self._working = True  # the watchdog watches a prefill as it watches an answer
         self.mark_progress()
         try:
-            return prefill_prompt(self._llm, self._render, lambda: self._prepare(request)[0], request.messages,
-                                  text_end, cancel)
+            with sharing_the_cores(self._llm):
+                return prefill_prompt(self._llm, self._render, lambda: self._prepare(request)[0],
+                                      request.messages, text_end, cancel)
         finally:
             self._working = False
 

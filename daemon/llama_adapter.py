@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,20 @@ class CountingLlama(Llama):
     def tokenize_prompt(self, prompt: str) -> list[int]:
         # The chat template already writes the special tokens (BOS included where the model wants it).
         return list(self.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+
+@contextmanager
+def sharing_the_cores(llm: Llama) -> Iterator[None]:
+    """Run speculative work (a prefill or a draft while the visitor still speaks) on one thread fewer than the
+    cores, so the speech recognizer keeps a core: on two cores a draft at full width delayed the final
+    transcript it was racing (bench/bench_voice.py). An answer runs at the configured width again."""
+    spare = max(1, min(llm.n_threads, (os.cpu_count() or 1) - 1))
+    spare_batch = max(1, min(llm.n_threads_batch, (os.cpu_count() or 1) - 1))
+    llama_cpp.llama_set_n_threads(llm.ctx, spare, spare_batch)
+    try:
+        yield
+    finally:
+        llama_cpp.llama_set_n_threads(llm.ctx, llm.n_threads, llm.n_threads_batch)
 
 
 def load_llama(path: Path, *, n_ctx: int, n_batch: int, threads: int, threads_batch: int,
