@@ -14,7 +14,6 @@ import errno
 import http.client
 import json
 import logging
-import os
 import platform
 import shutil
 import socket
@@ -28,7 +27,7 @@ from daemon.history import SCHEMA_VERSION
 from daemon.models.catalogue import CATALOGUE, ProvisionError
 from daemon.models.download import sha256_file
 from daemon.models.pull import manifest_path, resolve_model_path
-from daemon.settings import Settings
+from daemon.settings import Settings, usable_cores
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -133,10 +132,6 @@ def check_checksum(path: Path) -> Check:
 
 
 # ---- hardware ----
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
 
 def check_cpu(settings: Settings) -> Check:
     try:

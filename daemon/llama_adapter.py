@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +16,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from daemon.messages import ChatMessage, EngineError, Finished, FinishReason, Sampling, Timings, Usage
+from daemon.settings import usable_cores
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,9 +64,8 @@ def sharing_the_cores(llm: Llama) -> Iterator[None]:
     """Run speculative work (a prefill or a draft while the visitor still speaks) on one thread fewer than the
     cores, so the speech recognizer keeps a core: on two cores a draft at full width delayed the final
     transcript it was racing (bench/bench_voice.py). An answer runs at the configured width again."""
-    spare = max(1, min(llm.n_threads, (os.cpu_count() or 1) - 1))
-    spare_batch = max(1, min(llm.n_threads_batch, (os.cpu_count() or 1) - 1))
-    llama_cpp.llama_set_n_threads(llm.ctx, spare, spare_batch)
+    width = max(1, usable_cores() - 1)  # a core left for the recognizer
+    llama_cpp.llama_set_n_threads(llm.ctx, min(llm.n_threads, width), min(llm.n_threads_batch, width))
     try:
         yield
     finally:

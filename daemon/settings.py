@@ -43,19 +43,20 @@ def _default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "kioskd"
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a unit's AllowedCPUs), not all the machine's."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_generation_threads() -> int:
     # Token generation is memory-bound: on a 4-core Raspberry Pi 5 it peaks at 2 threads.
-    cores = _cores()
+    cores = usable_cores()
     return max(1, min(cores, max(2, cores // 2)))
 
 
 def default_batch_threads() -> int:
     # Prompt reading is compute-bound and keeps scaling with every core.
-    return _cores()
+    return usable_cores()
 
 
 def _opt(help: str, *, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] = (),
