@@ -365,31 +365,30 @@ class LlamaEngine:
         end = request.messages[-1].content if text_end is None else text_end
         return await self._prefills.run(lambda cancel: self._prefill_now(request, end, cancel))
 
-    def _draft_now(self, request: GenerationRequest, cancel: threading.Event) -> PrefillReport:
+    @contextmanager
+    def _speculating(self) -> Iterator[None]:
+        """Work on the model thread ahead of a question (a prefill or a draft): the watchdog watches it as it
+        watches an answer, and it leaves the speech recognizer a core (daemon.llama_adapter)."""
         from daemon.llama_adapter import sharing_the_cores
 
         self._working = True
         self.mark_progress()
         try:
             with sharing_the_cores(self._llm):
-                report, self._draft = write_draft(self._llm, lambda: self._prepare(request), request.sampling,
-                                                  cancel)
-            return report
+                yield
         finally:
             self._working = False
+
+    def _draft_now(self, request: GenerationRequest, cancel: threading.Event) -> PrefillReport:
+        with self._speculating():
+            report, self._draft = write_draft(self._llm, lambda: self._prepare(request), request.sampling, cancel)
+        return report
 
     def _prefill_now(self, request: GenerationRequest, text_end: str, cancel: threading.Event) -> PrefillReport:
-        from daemon.llama_adapter import sharing_the_cores
-
         assert self._render is not None
-        self._working = True  # the watchdog watches a prefill as it watches an answer
-        self.mark_progress()
-        try:
-            with sharing_the_cores(self._llm):
-                return prefill_prompt(self._llm, self._render, lambda: self._prepare(request)[0],
-                                      request.messages, text_end, cancel)
-        finally:
-            self._working = False
+        with self._speculating():
+            return prefill_prompt(self._llm, self._render, lambda: self._prepare(request)[0], request.messages,
+                                  text_end, cancel)
 
     def generate(self, request: GenerationRequest) -> Generation:
         self._prefills.interrupt(request)  # a question goes before any prefill (but the draft of its answer)
