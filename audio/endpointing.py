@@ -140,6 +140,13 @@ class Endpointer:
         return self._frames * self.frame_s
 
     @property
+    def silence_s(self) -> float:
+        """Audio time since the last speech frame, once speech started (0 before)."""
+        if self.speech_start is None:
+            return 0.0
+        return (self._frames - 1 - self._last_active) * self.frame_s
+
+    @property
     def gate_dbfs(self) -> float:
         return max(self._threshold, self.noise_floor_dbfs + self._margin)
 

@@ -15,6 +15,12 @@ Decisions:
 - Sound that the speech decision took for speech but that gives no words does not end the utterance: listening
   goes on, and `no_speech_timeout_s` still counts from the first audio.
 - After its final, a recognizer ignores audio (the rest of that chunk included) until `reset()`.
+- Settled text (Silero only): `settle_silence_s` (0.16 s) into a pause, the recognizer asks Vosk for its final
+  result of the words so far (`FinalResult()`, which also lets Vosk go on with the next words) and reports them
+  as a partial marked `settled`. Vosk's partials lag the speech by ~0.3 s, so without this the complete text
+  would be known only when the question ends; with it, the daemon can start the answer during the trailing
+  silence (daemon.prefill). If the visitor goes on speaking, the new words follow the settled ones, as after one
+  of Vosk's own endpoints. Not with the energy gate, which hears the dips between words as pauses.
 """
 
 from __future__ import annotations
@@ -52,6 +58,12 @@ _FILLERS = """
 DEFAULT_FILLERS = tuple(_FILLERS.split())
 
 
+SETTLE_SILENCE_S = 0.16
+"""Five Silero frames. Vosk writes a word's partial ~0.3 s after the word ends (its acoustic model's right
+context), but `FinalResult()` has the whole text after 0.1 s of silence (measured on the Korean model): so the
+text is known ~0.3 s before the trailing silence ends the question."""
+
+
 @dataclass(frozen=True)
 class RecognizerConfig:
     model_dir: Path
@@ -72,6 +84,8 @@ class RecognizerConfig:
     vad_threshold: float = 0.5  # Silero speech probability from which a frame is speech
     vad_margin_db: float = SILERO_MARGIN_DB  # Silero speech must be this much louder than the noise floor
     preroll_s: float = PREROLL_S  # audio before the start of speech that Vosk hears too (the first word's onset)
+    # Silero only: after this much silence the words so far are settled (see UtteranceRecognizer); None: never.
+    settle_silence_s: float | None = SETTLE_SILENCE_S
 
     def endpointer(self, noise_floor_dbfs: float | None = None) -> Endpointer:
         """A fresh endpointer for one utterance with these settings."""
@@ -95,6 +109,8 @@ class Transcript:
     ended_at: float | None = None  # loop time (seconds) when the utterance ended, for a final
     reason: str | None = None  # "silence" | "max_length" | "no_speech" | "stopped" (or finish's reason)
     audio_end_s: float | None = None  # where it ended in the audio fed since construction or reset()
+    settled: bool = False
+    """A partial at a pause: the words so far, complete (the final will be this text unless speech resumes)."""
 
 
 class _VoskWorker:
@@ -168,6 +184,7 @@ class UtteranceRecognizer(_VoskWorker):
         self._segments: list[str] = []  # text of Vosk's own endpoints within this utterance
         self._text = ""  # the text as last reported
         self._final: Transcript | None = None
+        self._settled = False  # the words so far were settled in this pause
         if self._rec is not None:
             self._rec.FinalResult()  # rather than Reset(), which would keep the features of the old utterance
 
@@ -191,6 +208,7 @@ class UtteranceRecognizer(_VoskWorker):
             end = self._endpointer.push(pcm)
             out += self._accept(self._preroll.take(pcm if end is None else pcm[: end.consumed]))
             if end is None:
+                out += self._settle()
                 break
             pcm = pcm[end.consumed :]
             # The chunk arrived when its last sample was heard: the utterance ended `len(pcm)` bytes earlier.
@@ -217,6 +235,23 @@ class UtteranceRecognizer(_VoskWorker):
         if text:
             self._endpointer.note_words()
         return [Transcript(text, final=False)]
+
+    def _settle(self) -> list[Transcript]:
+        """The settled partial, once per pause: see the module docstring."""
+        settle, endpointer = self._config.settle_silence_s, self._endpointer
+        if settle is None or endpointer.vad != "silero" or endpointer.silence_s < settle:
+            self._settled = False  # speaking (or not yet paused long enough)
+            return []
+        if self._settled or self._rec is None:
+            return []
+        self._settled = True
+        last = normalize_text(json.loads(self._rec.FinalResult())["text"])
+        self._segments += [last] if last else []
+        text = " ".join(self._segments)
+        if not text:
+            return []
+        self._text = text
+        return [Transcript(text, final=False, settled=True)]
 
     def _end(self, reason: str, ended_at: float, audio_end_s: float, *, forced: bool = False) -> Transcript | None:
         """The final for an endpoint; None when the "speech" was noise without words and listening goes on."""

@@ -7,7 +7,8 @@ Decisions:
 
 - Piper's own `PiperVoice.load` always builds a default `onnxruntime.SessionOptions`, which uses every core. The
   kiosk runs llama.cpp on the same two cores, so we open the `InferenceSession` ourselves with `threads` intra-op
-  threads (1 by default) and no spin-waiting, and hand it to `PiperVoice`.
+  threads (1 by default; the daemon's `tts_threads` is 2, since the model waits while the first sentence is
+  synthesized) and no spin-waiting, and hand it to `PiperVoice`.
 - One Piper sentence is the unit of work. Calls are serialized (an asyncio lock across a whole text, so concurrent
   callers get their texts one after another, and a thread lock around each Piper step, so the ONNX session is never
   used by two threads even on a shared multi-thread executor).

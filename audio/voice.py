@@ -41,7 +41,7 @@ class VoicePathConfig:
     input: str = "default"
     output: str = "default"
     output_rate: int = 0  # 0: the voice's own rate
-    tts_threads: int = 1
+    tts_threads: int = 2  # see daemon.settings
     chunker: ChunkerConfig = field(default_factory=ChunkerConfig)
     retry_initial: float = 1.0
     retry_max: float = 60.0
@@ -71,7 +71,9 @@ VoicesLoader = Callable[[VoicePathConfig], Awaitable[Voices]]
 
 async def load_speech_model(config: VoicePathConfig, model_dir: Path) -> SpeechModel:
     rc = config.listener.recognizer
-    return await SpeechModel.load(model_dir, max_active=rc.max_active, beam=rc.beam, lattice_beam=rc.lattice_beam)
+    model = await SpeechModel.load(model_dir, max_active=rc.max_active, beam=rc.beam, lattice_beam=rc.lattice_beam)
+    await asyncio.to_thread(model.warm_up, rc.sample_rate)
+    return model
 
 
 def model_dirs(config: VoicePathConfig) -> dict[str, Path]:

@@ -40,6 +40,7 @@ from tests.speech import spoken
 from tests.voice_rig import Screen, is_type, voice_screen
 
 TARGETS_S = {"quiet": 0.8, "noisy": 1.0}
+DECODE_RATES: list[float] = []  # tokens/s of each case's warm-up answer
 # Published rates for Qwen2.5-0.5B Q4 at 2 threads (tokens/s: prompt, decode), for the projection.
 BOARDS = {"Pi 5": (174.0, 34.0), "Pi 4": (25.0, 9.5)}
 PHRASES = ("버스 어디예요", "라디오", "어디예요", "버스 어디예요", "라디오", "어디예요", "버스 어디예요")
@@ -61,6 +62,10 @@ class TurnTimes:
     first_synth_ms: float
     tokens_per_s: float
     rtf_while_generating: list[float]
+    settled_s: float | None = None
+    """The settled partial with the final's text (the draft starts there), from the end of speech."""
+    drafted_tokens: int = 0
+    draft_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,11 +123,15 @@ async def one_turn(client: Screen, mic: LobbyMic, phrase: str, session: str | No
     rtf = [r.frame["synth_ms"] / r.frame["audio_ms"] for r in spoken_frames
            if r.frame["state"] == "started" and r.frame["text"] in during and r.frame.get("audio_ms")]
     timings = done.frame["timings"]
+    settled = [r.at for r in client.since(mark, "transcript")
+               if r.frame.get("settled") and r.frame["text"] == final.frame["text"] and r.at <= final.at]
     return TurnTimes(
         phrase, final.frame["text"], final.at - speech_end, token.at - speech_end, sentence.at - speech_end,
         audio.at - speech_end, int(timings["prompt_eval_tokens"]),
         sum(1 for r in client.since(asked, "token") if r.at <= sentence.at),
-        float(audio.frame.get("synth_ms") or 0.0), float(timings["tokens_per_s"]), rtf)
+        float(audio.frame.get("synth_ms") or 0.0), float(timings["tokens_per_s"]), rtf,
+        settled[-1] - speech_end if settled else None, int(timings.get("drafted_tokens", 0)),
+        int(timings.get("draft_prompt_tokens", 0)))
 
 
 def done_index(client: Screen, done: object) -> int:
@@ -168,7 +177,8 @@ async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> list[
         async with voice_screen(f"http://127.0.0.1:{port}") as client:
             await client.send(type="chat", text="Hello!", session=None)  # Warm-up: model, voice and caches.
             session = (await client.wait_for(is_type("session"), within=120)).frame["session"]
-            await client.wait_for(is_type("done"), within=120)
+            warm_up = await client.wait_for(is_type("done"), within=120)
+            DECODE_RATES.append(float(warm_up.frame["timings"]["tokens_per_s"]))
             await asyncio.sleep(2)
             turns = []
             for phrase in PHRASES[:args.turns]:
@@ -181,29 +191,50 @@ async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> list[
         mic.close()
 
 
-def projected_s(turn: TurnTimes, board: tuple[float, float]) -> float:
+def projected_s(turn: TurnTimes, board: tuple[float, float], decode_here: float) -> float:
     """First audio on a board: the same endpoint (audio time), then the board reads the prompt tokens left
-    after the end of speech, writes the tokens before the first sentence, and Piper voices it (scaled)."""
+    after the end of speech, writes the tokens before the first sentence, and Piper voices it (scaled by this
+    machine's decode rate, `decode_here`, over the board's). A drafted answer's first tokens were written from
+    the settled partial on: on the board that draft reads its prompt tokens and writes its tokens from there,
+    and the answer has them when both the draft and the question's own reading are done."""
     prompt_rate, decode_rate = board
-    piper_scale = (turn.tokens_per_s / decode_rate) if turn.tokens_per_s > 0 else 1.0
-    return (turn.final_s + turn.prompt_eval_tokens / prompt_rate + turn.tokens_before_sentence / decode_rate
-            + turn.first_synth_ms / 1000 * piper_scale)
+    piper_scale = decode_here / decode_rate if decode_here > 0 else 1.0
+    asked = turn.final_s + turn.prompt_eval_tokens / prompt_rate
+    drafted = min(turn.drafted_tokens, turn.tokens_before_sentence)
+    if drafted and turn.settled_s is not None:
+        draft_done = turn.settled_s + turn.draft_prompt_tokens / prompt_rate + turn.drafted_tokens / decode_rate
+        asked = max(asked, draft_done)
+    return asked + (turn.tokens_before_sentence - drafted) / decode_rate + turn.first_synth_ms / 1000 * piper_scale
 
 
-def report_case(case: Case, turns: list[TurnTimes]) -> dict[str, float]:
+def decode_rate_here(results: dict[str, list[TurnTimes]]) -> float:
+    """This machine's decode rate in the run: the median over the answers that sampled tokens (with the
+    warm-up answers: with drafting, a whole answer may have been drafted, which gives no rate)."""
+    rates = [t.tokens_per_s for turns in results.values() for t in turns if t.tokens_per_s > 0] + DECODE_RATES
+    return statistics.median(r for r in rates if r > 0) if any(r > 0 for r in rates) else 0.0
+
+
+def report_case(case: Case, turns: list[TurnTimes], decode_here: float) -> dict[str, float]:
     print(f"\n## {case.name}")
-    print("turn  final | first token | first sentence | first audio | prompt read | tokens before | transcript")
+    print("turn  settled  final | first token | first sentence | first audio | prompt read | tokens before | "
+          "drafted | transcript")
     for i, t in enumerate(turns, 1):
-        print(f"{i:>4}  {t.final_s:.3f} | {t.first_token_s:>11.3f} | {t.first_sentence_s:>14.3f} | "
+        settled = "-" if t.settled_s is None else f"{t.settled_s:.3f}"
+        print(f"{i:>4}  {settled:>7}  {t.final_s:.3f} | {t.first_token_s:>11.3f} | {t.first_sentence_s:>14.3f} | "
               f"{t.first_audio_s:>11.3f} | {t.prompt_eval_tokens:>11} | {t.tokens_before_sentence:>13} | "
-              f"{t.transcript}")
+              f"{t.drafted_tokens:>7} | {t.transcript}")
     fields = ("final_s", "first_token_s", "first_sentence_s", "first_audio_s", "prompt_eval_tokens",
               "tokens_before_sentence", "first_synth_ms")
     med = {name: float(statistics.median(getattr(t, name) for t in turns)) for name in fields}
     for board, rates in BOARDS.items():
-        med[f"projected {board}"] = statistics.median(projected_s(t, rates) for t in turns)
+        med[f"projected {board}"] = statistics.median(projected_s(t, rates, decode_here) for t in turns)
+    med["drafted_turns"] = float(sum(1 for t in turns if t.drafted_tokens))
+    settled = [t.settled_s for t in turns if t.settled_s is not None]
+    med["settled_s"] = float(statistics.median(settled)) if settled else float("nan")
     target = TARGETS_S[case.noise]
     verdict = "PASS" if med["first_audio_s"] <= target else "FAIL"
+    print(f"answers that started with a draft: {med['drafted_turns']:.0f} of {len(turns)}; the words settled "
+          f"{med['settled_s']:.3f} s after the speech (median of {len(settled)} turns)")
     print(f"median: final {med['final_s']:.3f} | first token {med['first_token_s']:.3f} | first sentence "
           f"{med['first_sentence_s']:.3f} | first audio {med['first_audio_s']:.3f} s (target <= {target} s: "
           f"{verdict}) | prompt tokens read after speech {med['prompt_eval_tokens']:.0f} | "
@@ -224,7 +255,8 @@ def main() -> None:
                 shutil.copy(Path(tmp) / "daemon.log", args.logs / (case.name.replace(", ", "-") + ".log"))
     print(f"# bench_voice: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, model {args.model.name}, "
           f"noisy = lobby noise at {args.snr:g} dB SNR")
-    medians = {case.name: report_case(case, results[case.name]) for case in cases}
+    decode_here = decode_rate_here(results)
+    medians = {case.name: report_case(case, results[case.name], decode_here) for case in cases}
     busy = [r for turns in results.values() for t in turns for r in t.rtf_while_generating]
     if busy:
         busy_rtf = statistics.median(busy)

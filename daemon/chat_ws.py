@@ -33,7 +33,7 @@ from daemon.frames import (
 from daemon.history import HistoryError, NoSuchSession, Turn
 from daemon.messages import Busy, EngineError, Finished, PrefillReport, Timings, Usage
 from daemon.openai_schema import ApiError
-from daemon.prefill import SpeechPrefill
+from daemon.prefill import STABLE_S, SpeechPrefill
 from daemon.screen_voice import ScreenVoice
 from daemon.security import is_loopback
 from daemon.ws_flow import FrameRate, QueueReporter, Verdict
@@ -113,7 +113,10 @@ class ChatConnection:
         self._idle_watch: asyncio.Task[None] | None = None
         self._visits = app[VISITS]
         self.visit = self._visits.begin()
-        prefill = SpeechPrefill(self._prefill_partial) if app[SETTINGS].current.prefill_speech else None
+        settings = app[SETTINGS].current
+        # Silero's pauses settle the words (audio.recognizer): only those are drafted, not merely stable partials.
+        prefill = SpeechPrefill(self._prefill_partial, stable_s=None if settings.vad == "silero" else STABLE_S) \
+            if settings.prefill_speech else None
         self.voice = ScreenVoice(app.get(VOICE), local, self.send, self._wake,
                                  getattr(app[ENGINE], "yield_cpu", None), prefill)
 

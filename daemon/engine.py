@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -366,27 +366,29 @@ class LlamaEngine:
         return await self._prefills.run(lambda cancel: self._prefill_now(request, end, cancel))
 
     @contextmanager
-    def _speculating(self) -> Iterator[None]:
+    def _speculating(self, share_cores: bool) -> Iterator[None]:
         """Work on the model thread ahead of a question (a prefill or a draft): the watchdog watches it as it
-        watches an answer, and it leaves the speech recognizer a core (daemon.llama_adapter)."""
+        watches an answer. `share_cores`: it leaves the speech recognizer a core (daemon.llama_adapter)."""
         from daemon.llama_adapter import sharing_the_cores
 
         self._working = True
         self.mark_progress()
         try:
-            with sharing_the_cores(self._llm):
+            with sharing_the_cores(self._llm) if share_cores else nullcontext():
                 yield
         finally:
             self._working = False
 
     def _draft_now(self, request: GenerationRequest, cancel: threading.Event) -> PrefillReport:
-        with self._speculating():
+        # At full width: a draft is written once the words are settled, when the recognizer has only the
+        # trailing silence left to hear, and the visitor is waiting for it (daemon.prefill.speech).
+        with self._speculating(share_cores=False):
             report, self._draft = write_draft(self._llm, lambda: self._prepare(request), request.sampling, cancel)
         return report
 
     def _prefill_now(self, request: GenerationRequest, text_end: str, cancel: threading.Event) -> PrefillReport:
         assert self._render is not None
-        with self._speculating():
+        with self._speculating(share_cores=True):  # the visitor is still speaking
             return prefill_prompt(self._llm, self._render, lambda: self._prepare(request)[0], request.messages,
                                   text_end, cancel)
 
@@ -468,11 +470,12 @@ class LlamaEngine:
             pieces.append(tail)
             emit(tail)
         reason: FinishReason = "stop" if stopper.stopped else decoder.reason
-        finished = finished_report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms)
+        finished = finished_report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms,
+                                   drafted.evaluated if drafted else 0)
         t = finished.timings
         _LOGGER.info("answer %s: %s, %d prompt tokens (%d evaluated), %d generated (%d drafted), ttft %.0f ms, "
                      "%.1f tokens/s", request.request_id or "-", reason, finished.usage.prompt_tokens,
-                     t.prompt_eval_tokens, finished.usage.completion_tokens, len(drafted.tokens) if drafted else 0,
+                     t.prompt_eval_tokens, finished.usage.completion_tokens, t.drafted_tokens,
                      t.ttft_ms, t.tokens_per_s)
         return finished
 

@@ -166,6 +166,8 @@ class TranscriptFrame(ServerFrame):
 
     text: str
     final: bool
+    settled: bool = False
+    """A partial at a pause in the speech: all the words so far (the final, unless the visitor goes on)."""
     type: ClassVar[str] = "transcript"
 
 

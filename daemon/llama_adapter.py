@@ -130,8 +130,14 @@ class Decoder:
         self.tokens: list[int] = []
         """The answer's tokens so far, drafted ones included."""
         self.first_token_at = 0.0
+        self.first_sampled_at = 0.0  # the first token sampled now (after any drafted ones)
         self.first_text_at: float | None = None
         self.last_token_at = 0.0
+
+    @property
+    def drafted_tokens(self) -> int:
+        """Tokens of this answer that a draft wrote ahead (handed out, not sampled now)."""
+        return min(len(self._drafted), self.completion_tokens)
 
     def mark_text(self) -> None:
         if self.first_text_at is None:
@@ -195,6 +201,7 @@ class Decoder:
         for sampled, token in enumerate(tokens):
             now = time.perf_counter()
             if sampled == 0:
+                self.first_sampled_at = now
                 self.prompt_eval_tokens = llm.evaluated
                 if not self.tokens:
                     self.prompt_ms = (now - started) * 1000
@@ -213,17 +220,21 @@ class Decoder:
 
 
 def finished_report(decoder: Decoder, reason: FinishReason, text: str, dropped: int, started: float,
-                    queue_ms: float) -> Finished:
-    """The Finished report of an answer `decoder` wrote (the engine adds nothing the decoder does not know)."""
+                    queue_ms: float, draft_prompt_tokens: int = 0) -> Finished:
+    """The Finished report of an answer `decoder` wrote (`draft_prompt_tokens`: what its draft read, if any).
+    The decode rate counts only the tokens sampled now, not those a draft wrote ahead."""
     first, last, n = decoder.first_text_at, decoder.last_token_at, decoder.completion_tokens
-    decode_s = (last - decoder.first_token_at) if n > 1 else 0.0
+    sampled = n - decoder.drafted_tokens
+    decode_s = (last - decoder.first_sampled_at) if sampled > 1 else 0.0
     timings = Timings(
         queue_ms=round(queue_ms, 2),
         ttft_ms=round(((first or last or started) - started) * 1000, 2),
         prompt_eval_tokens=decoder.prompt_eval_tokens,
         prompt_ms=round(decoder.prompt_ms, 2),
-        tokens_per_s=round((n - 1) / decode_s, 2) if decode_s > 0 else 0.0,
+        tokens_per_s=round((sampled - 1) / decode_s, 2) if decode_s > 0 else 0.0,
         total_ms=round((time.perf_counter() - started) * 1000, 2),
+        drafted_tokens=decoder.drafted_tokens,
+        draft_prompt_tokens=draft_prompt_tokens if decoder.drafted_tokens else 0,
     )
     usage = Usage(prompt_tokens=decoder.prompt_tokens, completion_tokens=n)
     return Finished(reason=reason, text=text, usage=usage, timings=timings, dropped_turns=dropped)

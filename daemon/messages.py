@@ -50,8 +50,12 @@ class Timings:
     """Prompt tokens the model actually evaluated (the rest came from its KV cache)."""
     prompt_ms: float
     tokens_per_s: float
-    """Decode speed after the first token."""
+    """Decode speed after the first token (of the tokens sampled now: a draft's are not counted)."""
     total_ms: float
+    drafted_tokens: int = 0
+    """Answer tokens written ahead by a draft while the visitor was still speaking (daemon.prefill.draft)."""
+    draft_prompt_tokens: int = 0
+    """Prompt tokens that draft read (before the question was asked; not in `prompt_eval_tokens`)."""
 
 
 @dataclass(frozen=True)

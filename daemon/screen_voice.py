@@ -134,13 +134,13 @@ class ScreenVoice:
     def voice_changed(self) -> None:
         self._post(self.state())
 
-    def heard(self, text: str, final: bool) -> None:
-        self._post(TranscriptFrame(text, final))
+    def heard(self, text: str, final: bool, settled: bool = False) -> None:
+        self._post(TranscriptFrame(text, final, settled))
         if self._prefill is not None:  # Reading the question ahead while it is still being said.
             if final:
                 self._prefill.final(text)
             else:
-                self._prefill.partial(text)
+                self._prefill.partial(text, settled)
 
     def wake(self) -> None:
         self._spawn(self._on_wake())

@@ -164,8 +164,10 @@ class Settings:
         "en_US joe voice, when installed)."))
     tts_voice_zh: Path | None = field(default=None, metadata=_opt(
         "Piper voice for Chinese sentences (default: none; TTS_VOICE speaks everything)."))
-    tts_threads: int = field(default=1, metadata=_opt(
-        "Threads for speech synthesis (the chat model needs the cores more).", lo=1, hi=64))
+    tts_threads: int = field(default=2, metadata=_opt(
+        "Threads for speech synthesis. 2: the first sentence, for which the chat model waits, is voiced in "
+        "~0.10 s instead of ~0.17 s with 1 (2-core x86); later sentences share the cores with the model.",
+        lo=1, hi=64))
     wake_phrase: str = field(default="", metadata=_opt(
         "Hands-free mode: the phrase that starts listening, in the speech model's vocabulary (empty: push-to-talk "
         "only)."))

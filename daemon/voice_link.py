@@ -43,7 +43,7 @@ class VoiceScreen(Protocol):
 
     def voice_changed(self) -> None: ...
 
-    def heard(self, text: str, final: bool) -> None: ...
+    def heard(self, text: str, final: bool, settled: bool = False) -> None: ...
 
     def wake(self) -> None: ...
 
@@ -141,7 +141,7 @@ class VoiceLink:
         if target is None:
             _LOGGER.info("heard %r but no kiosk screen is connected", transcript.text)
             return
-        target.heard(transcript.text, transcript.final)
+        target.heard(transcript.text, transcript.final, transcript.settled)
 
     def wake(self) -> None:
         self._target = self._screens[-1] if self._screens else None

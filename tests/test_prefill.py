@@ -235,6 +235,8 @@ def test_an_answer_starts_with_the_draft_of_its_question(rig_runner: Callable[..
     assert finished.usage.prompt_tokens == base.usage.prompt_tokens
     # The draft read the prompt; the answer re-reads only the draft's last token (sampled, not evaluated yet).
     assert finished.timings.prompt_eval_tokens <= 1 < base.timings.prompt_eval_tokens
+    assert finished.timings.drafted_tokens == report.drafted and base.timings.drafted_tokens == 0
+    assert finished.timings.draft_prompt_tokens == report.evaluated > 0 == base.timings.draft_prompt_tokens
     print(f"\nSmolLM2: drafted {report.drafted} tokens in {report.ms:.0f} ms; the answer's first text after "
           f"{finished.timings.ttft_ms:.0f} ms (without the draft {base.timings.ttft_ms:.0f} ms)")
 
@@ -450,6 +452,41 @@ def test_a_new_partial_stops_the_draft_of_an_older_one() -> None:
     fake = run(scenario())
     assert fake.cancelled == ["Where is the"]
     assert fake.drafts == ["Where is the", "Where is the shop"]
+
+
+def test_a_settled_partial_is_drafted_at_once_and_only_once() -> None:
+    async def scenario() -> tuple[list[str], FakePrefill]:
+        fake = FakePrefill()
+        policy = SpeechPrefill(fake, stable_s=None, min_new_words=10)
+        policy.partial("Where is the shop")
+        await asyncio.sleep(0.2)
+        before = list(fake.calls)  # merely unchanged: without stable_s nothing is drafted
+        policy.partial("Where is the shop", settled=True)
+        await asyncio.sleep(0.01)  # at once, no waiting for the text to stay unchanged
+        policy.partial("Where is the shop", settled=True)  # the same words settled again: drafted already
+        await asyncio.sleep(0.02)
+        await policy.close()
+        return before, fake
+
+    before, fake = run(scenario())
+    assert before == []
+    assert fake.calls == fake.drafts == ["Where is the shop"]
+
+
+def test_a_settled_partial_is_drafted_after_a_plain_prefill_of_the_same_words() -> None:
+    async def scenario() -> FakePrefill:
+        fake = FakePrefill()
+        policy = SpeechPrefill(fake, stable_s=None, min_new_words=1)
+        policy.partial("Where is the")
+        policy.partial("Where is the shop")  # prefills "Where is the" (all but the last word)
+        await asyncio.sleep(0.02)
+        policy.partial("Where is the", settled=True)  # Vosk's final result dropped "shop"
+        await asyncio.sleep(0.02)
+        await policy.close()
+        return fake
+
+    fake = run(scenario())
+    assert fake.calls == ["Where is the", "Where is the"] and fake.drafts == ["Where is the"]
 
 
 def test_close_ends_the_owner_task() -> None:

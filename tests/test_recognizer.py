@@ -94,6 +94,53 @@ def test_phrase_gives_growing_partials_then_one_final_after_the_trailing_silence
     assert CONFIG.trailing_silence_s <= silence_after_speech <= CONFIG.trailing_silence_s + 0.15, final
 
 
+def timed(model: SpeechModel, audio: AudioChunk, **config: Any) -> list[tuple[float, Transcript]]:
+    """Each transcript with the audio time (seconds fed) at which it came."""
+    async def main() -> list[tuple[float, Transcript]]:
+        rec = UtteranceRecognizer(model, RecognizerConfig(MODEL_DIR, **config))
+        out, fed = [], 0.0
+        for block in blocks(audio):
+            fed += block.seconds
+            out += [(fed, t) for t in await rec.feed(block)]
+        rec.close()
+        return out
+
+    return run(main())
+
+
+def test_the_words_are_settled_at_a_pause_well_before_the_final(model: SpeechModel) -> None:
+    audio = spoken(QUESTION)
+    speech_end = speech_span(audio)[1]
+    out = timed(model, audio)
+    settled = [(at, t) for at, t in out if t.settled]
+    [(final_at, final)] = [(at, t) for at, t in out if t.final]
+    assert len(settled) == 1, out
+    at, words = settled[0]
+    assert not words.final and words.text == final.text and has_words(final.text, QUESTION_WORDS), out
+    # Plain partials lag the speech by ~0.3 s; the settled text comes 0.16 s into the pause (plus Silero's lag).
+    assert CONFIG.settle_silence_s is not None
+    assert speech_end + CONFIG.settle_silence_s <= at <= speech_end + CONFIG.settle_silence_s + 0.15, out
+    assert final_at - at >= 0.2, out
+    plain = [a for a, t in out if not t.settled and not t.final and t.text == final.text]
+    assert all(a > at for a in plain), out  # no plain partial had the whole text before it
+
+
+def test_words_after_a_settled_pause_follow_the_settled_ones(model: SpeechModel) -> None:
+    out = timed(model, two_phrases(SHORT, 0.3))  # longer than the settling pause, shorter than the endpoint's
+    settled = [t.text for _, t in out if t.settled]
+    [final] = [t for _, t in out if t.final]
+    assert len(settled) == 2 and has_words(settled[0], QUESTION_WORDS) and not has_words(settled[0], SHORT_WORDS)
+    assert final.text == settled[1] and final.text.startswith(settled[0] + " "), out
+    assert has_words(final.text[len(settled[0]):], SHORT_WORDS), out
+
+
+@pytest.mark.parametrize("config", [{"settle_silence_s": None}, {"vad": "energy", "trailing_silence_s": 0.8}])
+def test_nothing_is_settled_when_switched_off_or_behind_the_energy_gate(model: SpeechModel,
+                                                                      config: dict[str, Any]) -> None:
+    out = timed(model, spoken(QUESTION), **config)
+    assert not any(t.settled for _, t in out) and has_words(out[-1][1].text, QUESTION_WORDS), out
+
+
 def test_a_recognizer_ignores_audio_after_its_final_until_reset(model: SpeechModel) -> None:
     async def main() -> None:
         rec = UtteranceRecognizer(model, CONFIG)
@@ -149,8 +196,10 @@ def test_an_endpoint_of_vosk_itself_does_not_cut_the_question(model: SpeechModel
     take, give_back = model.take_recognizer, model.give_back
     monkeypatch.setattr(model, "take_recognizer", lambda rate: CountingEndpoints(take(rate), endpoints))
     monkeypatch.setattr(model, "give_back", lambda rec, rate: give_back(rec.inner, rate))
-    # Vosk ends a segment 1.5-2 s into a pause; our endpointer waits 3 s here.
-    [final] = finals(recognize(model, two_phrases(SHORT, 2.0, tail_s=3.5), trailing_silence_s=3.0))
+    # Vosk ends a segment 1.5-2 s into a pause; our endpointer waits 3 s here (and does not settle the words,
+    # which would end Vosk's segment first).
+    [final] = finals(recognize(model, two_phrases(SHORT, 2.0, tail_s=3.5), trailing_silence_s=3.0,
+                               settle_silence_s=None))
     assert sum(endpoints), "Vosk's own endpoint did not fire: the test no longer covers it"
     assert has_words(final.text, QUESTION_WORDS + SHORT_WORDS) and final.reason == "silence", final
 
@@ -227,6 +276,21 @@ def test_vosk_recognizers_are_kept_for_reuse(model: SpeechModel, monkeypatch: An
     [final] = finals(recognize(model, spoken(SHORT)))
     assert len(created) == 1 and final.text == "라디오", final
     model.take_recognizer(CONFIG.sample_rate)  # empty the keep again
+
+
+def test_warm_up_fills_the_keep_with_recognizers_that_then_hear_questions(model: SpeechModel,
+                                                                          monkeypatch: Any) -> None:
+    monkeypatch.setattr(model, "keep_recognizers", 2)
+    model.warm_up(CONFIG.sample_rate, seconds=0.3)
+    created: list[object] = []
+    make = vosk.KaldiRecognizer
+    monkeypatch.setattr(vosk, "KaldiRecognizer", lambda *args: created.append(args) or make(*args))
+    outs = [finals(recognize(model, spoken(text))) for text in (QUESTION, SHORT)]
+    assert created == [], "the questions were heard by the warmed recognizers"
+    assert has_words(outs[0][0].text, QUESTION_WORDS) and outs[1][0].text == "라디오", outs
+    for _ in range(2):
+        model.take_recognizer(CONFIG.sample_rate)  # empty the keep again (both were given back)
+    assert created == []
 
 
 @pytest.mark.parametrize("settings", [{"beam": 0.0}, {"max_active": 1}, {"lattice_beam": -1.0}, {"dither": -1.0}])

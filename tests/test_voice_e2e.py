@@ -79,11 +79,16 @@ def test_spoken_question_is_transcribed_answered_and_spoken(voice_daemon: tuple[
             partials = client.since(mark, "transcript")[:-1]
             assert partials and all(not r.frame["final"] for r in partials)
             assert "버스" in final.frame["text"]
+            # At the pause the words were settled before the question ended, and the answer drafted from them.
+            assert any(r.frame["settled"] and r.frame["text"] == final.frame["text"] for r in partials), partials
             await client.wait_for(is_type("voice", listening=False), mark)
             # The page asks the final transcript like a typed question.
             asked = await ask(client, final.frame["text"])
             done = await client.wait_for(is_type("done"), asked)
             assert done.frame["reason"] in ("stop", "length")
+            timings = done.frame["timings"]
+            assert timings["drafted_tokens"] > 0 and timings["draft_prompt_tokens"] > 0, timings
+            assert timings["prompt_eval_tokens"] <= 1, timings  # the draft read the question
             await client.wait_for(is_type("speaking", state="started"), asked)
             await client.wait_for(is_type("voice", speaking=False), asked, within=60)
             spoken_sentences = client.since(asked, "speaking")

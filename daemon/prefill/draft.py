@@ -1,7 +1,8 @@
-"""Starting the answer before the question is over: a draft of its first clause, written on a stable partial.
+"""Starting the answer before the question is over: a draft of its first clause, written on the settled words.
 
 When the visitor stops talking, the recognizer still waits `listen_silence` (0.4 s) before it calls the question
-final, and the page then asks it. The partial transcript has usually stopped changing by then: the draft reads
+final, and the page then asks it. 0.16 s into that silence it settles the words (audio.recognizer: Vosk's own
+final result of what was said, which plain partials give only ~0.3 s late), and the draft reads
 the whole prompt of that partial (as the answer would have it, assistant header included) and samples the first
 clause of the answer into the context, exactly as the answer would (the same sampler settings, one token at a
 time). If the question asked is that text, the answer starts with the draft's tokens, so the voice has its first
@@ -47,6 +48,8 @@ class Draft:
     sampling: Sampling
     complete: bool
     """The model ended the answer within the draft."""
+    evaluated: int = 0
+    """Prompt tokens the draft read."""
 
     def fits(self, prompt: Sequence[int], sampling: Sampling, llm: Any) -> bool:
         """Whether the answer to `prompt` can start with this draft: the same prompt and sampler, and the
@@ -102,7 +105,7 @@ def write_draft(llm: Any, prepare: Callable[[], tuple[FittedPrompt, int]], sampl
         return report, None
     complete = decoder.reason == "stop"
     _LOGGER.debug("drafted %d tokens%s: %r", len(tokens), " (the whole answer)" if complete else "", text)
-    return report, Draft(tuple(prompt), tokens, sampling, complete)
+    return report, Draft(tuple(prompt), tokens, sampling, complete, report.evaluated)
 
 
 def _clause_ended(text: str) -> bool:

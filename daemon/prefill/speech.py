@@ -3,8 +3,9 @@
 The recognizer sends partial transcripts while the visitor speaks. Reading each into the model as it comes would
 keep the model busy with words about to be revised, so while a partial grows, all of it but its last word (the
 one still being spoken) is prefilled once that part has gained `min_new_words` words over what was prefilled
-last; a partial that is stable (unchanged for `stable_s`: the visitor has probably finished) is drafted, its
-answer's first clause written ahead (daemon.prefill.draft). One prefill runs at a time, on the owner task; a
+last; a partial that is stable (unchanged for `stable_s`: the visitor has probably finished), or that the
+recognizer marks settled (all the words so far, at a pause: audio.recognizer), is drafted, its answer's first
+clause written ahead (daemon.prefill.draft). One prefill runs at a time, on the owner task; a
 newer text waits for it and replaces any older text still waiting, and a newer partial stops a draft of an older
 one. A final transcript or a question ends it all, so the answer gets the model without waiting, except a draft
 of that very text, which goes on: the answer starts with what it wrote.
@@ -45,12 +46,17 @@ class SpeechPrefill:
     """Fed a screen's transcripts (`partial`, `final`), calls `prefill(text)` for the partials worth reading
     ahead. Use on the event loop only; `close` when the screen goes."""
 
-    def __init__(self, prefill: Prefill, *, stable_s: float = STABLE_S, min_new_words: int = MIN_NEW_WORDS) -> None:
+    def __init__(self, prefill: Prefill, *, stable_s: float | None = STABLE_S,
+                 min_new_words: int = MIN_NEW_WORDS) -> None:
+        """`stable_s` None: only settled partials are drafted (a recognizer that settles its words at pauses:
+        a partial merely unchanged for a while still lags the speech, and drafting it takes the cores the
+        recognizer needs)."""
         self._prefill = prefill
         self._stable_s = stable_s
         self._min_new_words = min_new_words
         self._heard = ""  # the latest partial
         self._done = ""  # the last text handed to `prefill` in this utterance
+        self._done_draft = False  # and whether it was handed to be drafted
         self._want: tuple[str, bool] | None = None  # the text to prefill next, and whether to draft it
         self._drafting: str | None = None  # the text of the draft running now
         self._wake = asyncio.Event()
@@ -65,15 +71,23 @@ class SpeechPrefill:
     def in_flight(self) -> bool:
         return self._running is not None and not self._running.done()
 
-    def partial(self, text: str) -> None:
+    def partial(self, text: str, settled: bool = False) -> None:
+        """`settled`: the recognizer says these are all the words so far, at a pause (audio.recognizer): the
+        answer is drafted at once instead of after `stable_s`."""
         text = text.strip()
-        if self._closed or not text or text == self._heard:
+        if self._closed or not text or (text == self._heard and not settled):
             return
-        self._heard = text
+        _LOGGER.debug("%s %r", "settled" if settled else "partial", text)
+        changed, self._heard = text != self._heard, text
         self._stop_timer()
-        if self._drafting is not None and self._running is not None:
+        if changed and self._drafting is not None and self._running is not None:
             self._running.cancel()  # still speaking: the draft answers words about to change
-        self._timer = asyncio.get_running_loop().call_later(self._stable_s, self._stable, text)
+        if settled:
+            if not self._drafted(text):
+                self._request(text, draft=True)
+            return
+        if self._stable_s is not None:
+            self._timer = asyncio.get_running_loop().call_later(self._stable_s, self._stable, text)
         growing = head(text)
         if growing.startswith(self._done) and words(growing) - words(self._done) >= self._min_new_words:
             self._request(growing, draft=False)
@@ -81,6 +95,7 @@ class SpeechPrefill:
     def final(self, text: str = "") -> None:
         """The utterance is over (a final transcript, or the question asked): drop what waits and stop what
         runs, unless it drafts the answer to `text` itself; that draft goes on, out of reach of `cancel`."""
+        _LOGGER.debug("final %r (drafting %r, in flight %s)", text, self._drafting, self.in_flight)
         if self._drafting is not None and self._drafting == text.strip():
             self._running = self._drafting = None  # the owner still awaits it; only close() stops it now
         self.cancel()
@@ -89,6 +104,7 @@ class SpeechPrefill:
         self._stop_timer()
         self._want = None
         self._heard = self._done = ""
+        self._done_draft = False
         if self._running is not None:
             self._running.cancel()
 
@@ -107,8 +123,11 @@ class SpeechPrefill:
 
     def _stable(self, text: str) -> None:
         self._timer = None
-        if text == self._heard and text != self._done:
+        if text == self._heard and not self._drafted(text):
             self._request(text, draft=True)
+
+    def _drafted(self, text: str) -> bool:
+        return text == self._done and self._done_draft
 
     def _request(self, text: str, *, draft: bool) -> None:
         self._want = (text, draft)
@@ -121,10 +140,11 @@ class SpeechPrefill:
             await self._wake.wait()
             self._wake.clear()
             want, self._want = self._want, None
-            if want is None or want[0] == self._done:
+            if want is None or self._drafted(want[0]) or (want == (self._done, False)):
                 continue
             text, draft = want
-            self._done = text
+            self._done, self._done_draft = text, draft
+            _LOGGER.debug("%s %r", "drafting" if draft else "prefilling", text)
             running = self._running = asyncio.ensure_future(self._prefill(text, draft))
             self._drafting = text if draft else None
             try:

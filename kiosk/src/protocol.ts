@@ -72,7 +72,7 @@ export type ServerFrame =
   | { type: 'reset'; session: string | null; visit: string | null }
   | { type: 'visit'; visit: string | null }
   | ({ type: 'voice' } & VoiceState)
-  | { type: 'transcript'; text: string; final: boolean }
+  | { type: 'transcript'; text: string; final: boolean; settled?: boolean }
   | { type: 'speaking'; started: boolean; text: string }
 
 export type ClientFrame =
@@ -193,7 +193,7 @@ const PARSERS: Record<string, (r: Raw) => ServerFrame> = {
   reset: (r) => ({ type: 'reset', session: typeof r.session === 'string' ? r.session : null, visit: token(r.visit) }),
   visit: (r) => ({ type: 'visit', visit: token(r.visit) }),
   voice: (r) => ({ type: 'voice', ...parseVoice(r) }),
-  transcript: (r) => ({ type: 'transcript', text: str(r.text), final: r.final === true }),
+  transcript: (r) => ({ type: 'transcript', text: str(r.text), final: r.final === true, settled: r.settled === true }),
   speaking: (r) => ({ type: 'speaking', started: r.state === 'started', text: str(r.text) }),
 }
 
