@@ -40,7 +40,6 @@ from tests.speech import spoken
 from tests.voice_rig import Screen, is_type, voice_screen
 
 TARGETS_S = {"quiet": 0.8, "noisy": 1.0}
-DECODE_RATES: list[float] = []  # tokens/s of each case's warm-up answer
 # Published rates for Qwen2.5-0.5B Q4 at 2 threads (tokens/s: prompt, decode), for the projection.
 BOARDS = {"Pi 5": (174.0, 34.0), "Pi 4": (25.0, 9.5)}
 PHRASES = ("버스 어디예요", "라디오", "어디예요", "버스 어디예요", "라디오", "어디예요", "버스 어디예요")
@@ -167,7 +166,8 @@ async def wait_ready(url: str, daemon: subprocess.Popen[bytes]) -> None:
     raise SystemExit("the daemon did not become ready")
 
 
-async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> list[TurnTimes]:
+async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> tuple[list[TurnTimes], float]:
+    """The case's turns, and the decode rate of its warm-up answer (typed: never drafted)."""
     port = 18000 + os.getpid() % 1000
     mic = LobbyMic(workdir / "mic", args.snr if case.noise == "noisy" else None, reference=spoken(PHRASES[0]))
     mic.start()
@@ -178,13 +178,12 @@ async def run_case(args: argparse.Namespace, case: Case, workdir: Path) -> list[
             await client.send(type="chat", text="Hello!", session=None)  # Warm-up: model, voice and caches.
             session = (await client.wait_for(is_type("session"), within=120)).frame["session"]
             warm_up = await client.wait_for(is_type("done"), within=120)
-            DECODE_RATES.append(float(warm_up.frame["timings"]["tokens_per_s"]))
             await asyncio.sleep(2)
             turns = []
             for phrase in PHRASES[:args.turns]:
                 turns.append(await one_turn(client, mic, phrase, session))
                 await asyncio.sleep(1)
-            return turns
+            return turns, float(warm_up.frame["timings"]["tokens_per_s"])
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -207,11 +206,12 @@ def projected_s(turn: TurnTimes, board: tuple[float, float], decode_here: float)
     return asked + (turn.tokens_before_sentence - drafted) / decode_rate + turn.first_synth_ms / 1000 * piper_scale
 
 
-def decode_rate_here(results: dict[str, list[TurnTimes]]) -> float:
+def decode_rate_here(results: dict[str, list[TurnTimes]], warm_up_rates: list[float]) -> float:
     """This machine's decode rate in the run: the median over the answers that sampled tokens (with the
     warm-up answers: with drafting, a whole answer may have been drafted, which gives no rate)."""
-    rates = [t.tokens_per_s for turns in results.values() for t in turns if t.tokens_per_s > 0] + DECODE_RATES
-    return statistics.median(r for r in rates if r > 0) if any(r > 0 for r in rates) else 0.0
+    rates = [t.tokens_per_s for turns in results.values() for t in turns] + warm_up_rates
+    sampled = [r for r in rates if r > 0]
+    return statistics.median(sampled) if sampled else 0.0
 
 
 def report_case(case: Case, turns: list[TurnTimes], decode_here: float) -> dict[str, float]:
@@ -247,15 +247,17 @@ def main() -> None:
     idle_rtf = asyncio.run(idle_piper_rtf())
     cases = [Case(noise, prefill == "on") for noise in args.cases.split(",") for prefill in args.prefill.split(",")]
     results: dict[str, list[TurnTimes]] = {}
+    warm_up_rates: list[float] = []
     for case in cases:
         with tempfile.TemporaryDirectory(prefix="kioskd-bench-voice-") as tmp:
-            results[case.name] = asyncio.run(run_case(args, case, Path(tmp)))
+            results[case.name], warm_up_rate = asyncio.run(run_case(args, case, Path(tmp)))
+            warm_up_rates.append(warm_up_rate)
             if args.logs:
                 args.logs.mkdir(parents=True, exist_ok=True)
                 shutil.copy(Path(tmp) / "daemon.log", args.logs / (case.name.replace(", ", "-") + ".log"))
     print(f"# bench_voice: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, model {args.model.name}, "
           f"noisy = lobby noise at {args.snr:g} dB SNR")
-    decode_here = decode_rate_here(results)
+    decode_here = decode_rate_here(results, warm_up_rates)
     medians = {case.name: report_case(case, results[case.name], decode_here) for case in cases}
     busy = [r for turns in results.values() for t in turns for r in t.rtf_while_generating]
     if busy:

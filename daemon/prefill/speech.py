@@ -83,7 +83,7 @@ class SpeechPrefill:
         if changed and self._drafting is not None and self._running is not None:
             self._running.cancel()  # still speaking: the draft answers words about to change
         if settled:
-            if not self._drafted(text):
+            if not self._handed(text, draft=True):
                 self._request(text, draft=True)
             return
         if self._stable_s is not None:
@@ -123,11 +123,12 @@ class SpeechPrefill:
 
     def _stable(self, text: str) -> None:
         self._timer = None
-        if text == self._heard and not self._drafted(text):
+        if text == self._heard and not self._handed(text, draft=True):
             self._request(text, draft=True)
 
-    def _drafted(self, text: str) -> bool:
-        return text == self._done and self._done_draft
+    def _handed(self, text: str, draft: bool) -> bool:
+        """Whether `text` was handed to `prefill` last already, as a draft or (`draft` False) at all."""
+        return text == self._done and (self._done_draft or not draft)
 
     def _request(self, text: str, *, draft: bool) -> None:
         self._want = (text, draft)
@@ -140,7 +141,7 @@ class SpeechPrefill:
             await self._wake.wait()
             self._wake.clear()
             want, self._want = self._want, None
-            if want is None or self._drafted(want[0]) or (want == (self._done, False)):
+            if want is None or self._handed(*want):
                 continue
             text, draft = want
             self._done, self._done_draft = text, draft
