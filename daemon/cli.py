@@ -1,5 +1,6 @@
 """The `kioskd` command: `serve` runs the daemon, `pull` fetches a model, `doctor` checks the set-up,
-`knowledge check` validates a venue's knowledge folder, `operator-pin` makes the hash for the operator PIN."""
+`knowledge check` validates a venue's knowledge folder, `operator-pin` makes the hash for the operator PIN,
+`mirror build`/`mirror verify` make and check the offline mirror a fleet installs from."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__, logs
+from daemon.mirror.command import add_mirror_parser
 from daemon.settings import FIELDS, SettingsError, add_arguments, env_name, settings_from_args
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("folder", type=Path, metavar="DIR", help="the folder of Markdown files")
     commands.add_parser("operator-pin", help="read an operator PIN from stdin (or a prompt) and print the salted "
                         "hash to set as operator_pin")
+    add_mirror_parser(commands)
     return parser
 
 
@@ -57,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from daemon.knowledge.check_command import run_check
 
         return run_check(args.folder)
+    if args.command == "mirror":
+        from daemon.mirror.command import run_mirror
+
+        logs.configure("info")
+        return run_mirror(args)
     if args.command == "doctor":
         from daemon.doctor import run_doctor
 

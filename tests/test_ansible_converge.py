@@ -1,9 +1,10 @@
 """Converge test of the fleet playbook (ansible/site.yml) against a real host: a fresh Debian 12 root
 (debootstrap) booted with systemd as PID 1 (systemd-nspawn), reached by the real `ansible-playbook` over SSH. Every
-download comes from an offline mirror served on 127.0.0.1: the kioskd wheel built from this repository, a
-wheelhouse of its dependencies with a hashed lock, the SmolLM2 test model, and the PyPI-shipped Vosk (Korean)
-model and Piper ("joe") voice served under the names of the official English and Chinese files, with their own
-sha256 values (see tests/ansible_host.py).
+download comes from an offline mirror served on 127.0.0.1, built by the product's `kioskd mirror build`: the
+kioskd wheel built from this repository, a wheelhouse of its dependencies with a hashed lock, the SmolLM2 test
+model, and the PyPI-shipped Vosk (Korean) model and Piper ("joe") voice served under the names of the official
+English and Chinese files, with their own sha256 values (see tests/ansible_host.py); the playbook's variables
+are the mirror's fleet-vars.json plus the site's own.
 
 Two such kiosks (containers sharing this machine's network, each daemon on its own port) make the fleet.
 
@@ -104,30 +105,42 @@ class Site:
         return result.returncode, result.stdout, ansible_host.recaps(result.stdout)
 
 
-def _site_vars(mirror_url: str, release: dict[str, object], model: Path, knowledge: Path) -> dict[str, object]:
+def _site_vars(mirror_url: str, fleet: dict[str, object], knowledge: Path) -> dict[str, object]:
+    """The mirror's own fleet-vars.json (the release, its lock for each architecture, the model, the voice items,
+    all with their sha256), then what this site sets itself."""
     return {
+        **fleet,
         "kioskd_mirror_url": mirror_url,
         # The venue's Markdown files, a folder on this (the control) machine.
         "kioskd_knowledge_src": str(knowledge),
         "kioskd_rollout_serial": len(NAMES),  # provisioning: all at once
-        # The daemon: the wheel of this repository, its locked dependencies from the mirror's wheelhouse.
-        "kioskd_daemon_version": GOOD_VERSION,
-        "kioskd_daemon_wheel_url": f"{mirror_url}/wheels/{release['kioskd_daemon_wheel_file']}",
-        "kioskd_daemon_wheel_sha256": release["kioskd_daemon_wheel_sha256"],
-        "kioskd_daemon_requirements": release["kioskd_daemon_requirements"],
         "kioskd_daemon_n_ctx": 2048,
         "kioskd_daemon_ready_retries": 60,
         "kioskd_daemon_ready_delay": 2,
         "kioskd_daemon_api_token": API_TOKEN,
-        # The model: SmolLM2 from the mirror, checked against its real sha256.
-        "kioskd_model_filename": model.name,
-        "kioskd_model_url": f"{mirror_url}/models/{model.name}",
-        "kioskd_model_sha256": MODEL_SHA256,
         # The kiosk screen: auto-login on the console (no display manager in a container) and, standing in
         # for the board's screen, an X server the test starts (Xvfb) plus xwininfo to look at it.
         "kioskd_display_autologin": "getty",
         "kioskd_display_extra_packages": ["xvfb", "x11-utils"],
     }
+
+
+def _build_mirror(work: Path) -> tuple[Path, dict[str, object]]:
+    """`kioskd mirror build` of this repository with the SmolLM2 test model and the stand-in voice files, which
+    it fetches from an origin server of the test's own; the mirror and its fleet-vars.json."""
+    model = pulled_model(TEST_MODEL)
+    assert sha256_file(model) == MODEL_SHA256
+    origin = work / "voice-origin"
+    shutil.rmtree(origin, ignore_errors=True)
+    origin.mkdir(parents=True)
+    mirror = work / "mirror"
+    with ansible_host.serve(origin) as origin_url:
+        items = work / "voice-items.json"
+        items.write_text(json.dumps(ansible_host.stand_in_voice_origin(origin, origin_url), indent=2))
+        fleet = ansible_host.build_mirror(mirror, model, items)
+    shutil.rmtree(origin)
+    assert fleet["kioskd_daemon_version"] == GOOD_VERSION and fleet["kioskd_model_sha256"] == MODEL_SHA256, fleet
+    return mirror, fleet
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +151,7 @@ def site() -> Iterator[Site]:
         roots = [ansible_host.fresh_root(work / name) for name in NAMES]
     except ansible_host.HostUnavailable as exc:
         pytest.skip(str(exc))
-    model = pulled_model(TEST_MODEL)
-    assert sha256_file(model) == MODEL_SHA256
-    mirror = work / "mirror"
-    release = ansible_host.build_mirror(mirror, model)
-    voice = ansible_host.add_voice_assets(mirror)
+    mirror, fleet = _build_mirror(work)
     knowledge = work / "knowledge"
     shutil.rmtree(knowledge, ignore_errors=True)
     for name, text in KNOWLEDGE.items():
@@ -157,8 +166,7 @@ def site() -> Iterator[Site]:
             k.host: {"kioskd_daemon_port": k.daemon_port} for k in kiosks}
         host_vars[kiosks[1].host]["kioskd_daemon_listen_silence"] = LISTEN_SILENCE_B
         inventory = ansible_host.write_inventory(work / "inventory.json", host_vars)
-        yield Site(kiosks, work, mirror, mirror_url, inventory,
-                   {**_site_vars(mirror_url, release, model, knowledge), **voice}, knowledge)
+        yield Site(kiosks, work, mirror, mirror_url, inventory, _site_vars(mirror_url, fleet, knowledge), knowledge)
     # Passed or not, the containers are off: drop the provisioned roots and the mirror (about 3 GB); the logs
     # stay in .cache/converge/run.
     for root in roots:
