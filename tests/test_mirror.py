@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -322,3 +323,57 @@ def test_an_aarch64_wheelhouse_resolves_from_pypi_manylinux_wheels(built: Built,
     # Adding a target leaves the x86_64 lock as it was.
     assert (mirror / "locks" / "x86_64-cp311.txt").read_text() == (
         built.mirror / "locks" / "x86_64-cp311.txt").read_text()
+
+
+def test_a_kiosk_whose_architecture_has_no_lock_fails_with_that_message(tmp_path: Path) -> None:
+    """The kioskd_daemon role with locks for another architecture only: the host fails at its first task,
+    before anything is installed, saying which architecture is missing (this machine: a play on localhost)."""
+    play = tmp_path / "play.yml"
+    play.write_text(json.dumps([{
+        "name": "Deploy kioskd", "hosts": "localhost", "gather_facts": True, "connection": "local", "become": False,
+        "tasks": [{"name": "Run the daemon role", "ansible.builtin.include_role": {"name": "kioskd_daemon"}}]}]))
+    variables = tmp_path / "vars.json"
+    variables.write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable,
+        "kioskd_daemon_requirements_by_arch": {"riscv64": [f"srt==3.5.3 --hash=sha256:{'0' * 64}"]}}))
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", "localhost,", "-e", f"@{variables}", str(play)],
+        cwd=ROOT / "ansible", capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+             "ANSIBLE_ROLES_PATH": str(ROOT / "ansible" / "roles"),
+             "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local")})
+    flat = " ".join(result.stdout.split())
+    assert result.returncode != 0, flat[-3000:]
+    assert ("kioskd_daemon_requirements_by_arch has no lock for this host's architecture "
+            f"{platform.machine()} (only for riscv64)") in flat, flat[-3000:]
+    assert "Install the packages the daemon needs" not in flat
+
+
+def _page_project(tmp_path: Path) -> Path:
+    """A source tree with the page's sources and no npm on PATH: only what ensure_page looks at."""
+    project = tmp_path / "project"
+    (project / "kiosk" / "src").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'kioskd'\n")
+    (project / "kiosk" / "package.json").write_text("{}\n")
+    (project / "kiosk" / "src" / "App.vue").write_text("<template></template>\n")
+    return project
+
+
+def test_a_missing_or_stale_kiosk_page_without_npm_fails_with_what_to_do(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.mirror.kioskd_wheel import ensure_page
+
+    project = _page_project(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(MirrorError, match="no npm to build it"):
+        ensure_page(project)  # no kiosk/dist at all
+    index = project / "kiosk" / "dist" / "index.html"
+    index.parent.mkdir()
+    index.write_text("<html></html>\n")
+    ensure_page(project)  # current: newer than every source, nothing to build
+    source = project / "kiosk" / "src" / "App.vue"
+    later = index.stat().st_mtime + 10
+    os.utime(source, (later, later))  # a source edited after the last build
+    with pytest.raises(MirrorError, match="missing or stale"):
+        ensure_page(project)
