@@ -386,3 +386,42 @@ def recaps(output: str) -> dict[str, dict[str, int]]:
     if not found:
         raise AssertionError(f"no PLAY RECAP in:\n{output[-4000:]}")
     return found
+
+
+def run_status(inventory: Path, log: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real ansible-playbook of this venv on ansible/status.yml (read-only) with `args` (e.g. `--check`,
+    `-e kioskd_status_fail_on_unhealthy=true`); its output also goes to `log`."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+        "ANSIBLE_LOCAL_TEMP": str(log.parent / "ansible-local"),
+        "ANSIBLE_NOCOLOR": "1",
+        "NO_COLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), *args, "status.yml"],
+                            cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    log.write_text(f"$ {' '.join(result.args)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    return result
+
+
+STATUS_COLUMNS = ["kiosk", "version", "model", "ready", "voice", "answers today", "ttft median", "last error"]
+
+
+def status_lines(output: str) -> dict[str, list[str]]:
+    """The table status.yml prints, by kiosk: each line's cells after the name (a kiosk without a status has one,
+    what went wrong). Columns are at least two spaces apart and no cell holds two spaces in a row."""
+    block = output.split("TASK [Print one line per kiosk]", 1)[-1].split("msg: |-\n", 1)
+    if len(block) != 2:
+        raise AssertionError(f"no status table in:\n{output[-4000:]}")
+    lines = []
+    for line in block[1].splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    header, *rows = [re.split(r"\s{2,}", line) for line in lines]
+    assert header == STATUS_COLUMNS, lines
+    table = {row[0]: row[1:] for row in rows}
+    assert list(table) == sorted(table), f"not sorted by name: {lines}"
+    return table

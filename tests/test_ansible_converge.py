@@ -399,3 +399,117 @@ def test_a_release_that_never_gets_ready_is_rolled_back_and_stops_the_rollout(si
     assert code == 0 and all(c["failed"] == 0 for c in recaps.values()), f"see {site.work / 'after-rollback.log'}"
     # ...and clears away the release that failed (only the current and the previous one are kept).
     assert first.host.ssh("ls", "/opt/kioskd/releases").stdout.split() == [GOOD_VERSION]
+
+
+# --- Fleet status and model/knowledge rollouts (after the tests above: the fleet serves GOOD_VERSION) ----------
+
+CURRENT_MODEL = "/var/lib/kioskd/models/current.gguf"
+STATUS_QUESTIONS = ("When does the library open?", "Where is the reading room?")
+
+
+def _answer(kiosk: Kiosk, question: str) -> None:
+    """One answer over HTTP from this machine (loopback on the shared network: no token needed)."""
+    body = json.dumps({"messages": [{"role": "user", "content": question}], "max_tokens": 8})
+    request = urllib.request.Request(f"http://127.0.0.1:{kiosk.daemon_port}/v1/chat/completions",
+                                     data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.status == 200, kiosk.name
+
+
+def test_status_shows_each_kiosk_on_one_line_and_changes_nothing(site: Site) -> None:
+    """ansible/status.yml over SSH, like an operator's: one line per kiosk with what its daemon says about itself
+    on the kiosk (GET /status on loopback), after the answers this test asked for; nothing changed, nothing
+    restarted."""
+    for kiosk in site.kiosks:
+        for question in STATUS_QUESTIONS:
+            _answer(kiosk, question)
+    pids = [kiosk.main_pid() for kiosk in site.kiosks]
+    result = ansible_host.run_status(site.inventory, site.work / "status.log")
+    log = site.work / "status.log"
+    assert result.returncode == 0, f"status.yml failed, see {log}:\n{result.stdout[-4000:]}"
+    recaps = ansible_host.recaps(result.stdout)
+    assert set(recaps) == set(NAMES) and all(c["changed"] == 0 and c["failed"] == 0 for c in recaps.values()), recaps
+    table = ansible_host.status_lines(result.stdout)
+    assert list(table) == sorted(NAMES), table
+    for kiosk in site.kiosks:
+        version, model, ready, voice, answers, ttft, last_error = table[kiosk.name]
+        assert (version, ready) == (GOOD_VERSION, "yes"), table[kiosk.name]
+        assert model.endswith(f" ({MODEL_SHA256[:12]})"), model  # the model file in service, by its sha256
+        assert voice == "unavailable", table[kiosk.name]  # voice on, but a container has no sound card
+        assert int(answers) >= len(STATUS_QUESTIONS), table[kiosk.name]
+        assert ttft.endswith(" s") and float(ttft.removesuffix(" s")) > 0, table[kiosk.name]
+        # The same as the daemon tells this machine (loopback on the shared network) right after.
+        with urllib.request.urlopen(f"http://127.0.0.1:{kiosk.daemon_port}/status", timeout=10) as response:
+            status = json.loads(response.read())
+        assert answers == str(status["answers_today"]) and model.startswith(str(status["model"])), (answers, status)
+        assert (last_error == "-") == (status["last_error"] is None), (last_error, status)
+    assert [kiosk.main_pid() for kiosk in site.kiosks] == pids, "status.yml restarted a daemon"
+
+
+def _corrupt_model(mirror: Path) -> tuple[str, str]:
+    """The test model cut to half its size, in the mirror's models/ (name, sha256): it downloads and matches its
+    own sha256, and llama.cpp refuses to load it ("Failed to load model from file"), so the daemon exits at start."""
+    source = pulled_model(TEST_MODEL)
+    corrupt = mirror / "models" / "corrupt-smollm2.gguf"
+    with source.open("rb") as whole:
+        corrupt.write_bytes(whole.read(source.stat().st_size // 2))
+    return corrupt.name, sha256_file(corrupt)
+
+
+def test_a_model_and_knowledge_rollout_that_never_gets_ready_is_rolled_back(site: Site) -> None:
+    """A new model (corrupt, though its sha256 is right) and a changed knowledge folder rolled out together one
+    kiosk at a time: on the first kiosk both are switched in, the daemon never gets ready, and the rescue puts the
+    old model and the old knowledge folder back, restarts it and fails the host; the rollout stops there. The next
+    run of the good model clears the failed one away and keeps nothing else."""
+    first, second = site.kiosks
+    models = {kiosk.name: kiosk.resolved(CURRENT_MODEL) for kiosk in site.kiosks}
+    served = (site.knowledge / "hours.md").read_text(encoding="utf-8")
+    name, sha256 = _corrupt_model(site.mirror)
+    since = first.host.ssh("date", "+%s").stdout.strip()
+    (site.knowledge / "hours.md").write_text(served.replace("The library opens", "From Monday the library opens"),
+                                             encoding="utf-8")
+    try:
+        code, output, recaps = site.run(
+            "broken-model", kioskd_rollout_serial=1, kioskd_model_filename=name,
+            kioskd_model_url=f"{site.mirror_url}/models/{name}", kioskd_model_sha256=sha256,
+            kioskd_daemon_ready_retries=15)
+    finally:
+        (site.knowledge / "hours.md").write_text(served, encoding="utf-8")
+    log = site.work / "broken-model.log"
+    assert code != 0, f"a model that never gets ready must fail the host, see {log}"
+    assert recaps[first.name]["failed"] == 1 and recaps[first.name]["rescued"] == 1, recaps
+    assert second.name not in recaps, recaps  # max_fail_percentage 0: the rollout stopped after the first kiosk
+    changed = _changed_tasks(output, first.name)
+    assert {"kioskd_model : Switch the current model", "kioskd_daemon : Put the checked knowledge folder in place",
+            "kioskd_model : Switch back to the previous model",
+            "kioskd_daemon : Put back the knowledge folder this run replaced"} <= changed, sorted(changed)
+    # The corrupt model really was in service on the first kiosk before the rollback.
+    journal = first.host.ssh("journalctl", "-u", "kioskd.service", "--no-pager", "-o", "cat",
+                             f"--since=@{since}").stdout
+    assert "Failed to load model from file" in journal, journal[-3000:]
+
+    for kiosk in site.kiosks:
+        assert kiosk.resolved(CURRENT_MODEL) == models[kiosk.name], kiosk.name
+        _check_knowledge(kiosk, {"hours.md": served})
+        left = set(kiosk.host.ssh("ls", "-A", "/etc/kioskd").stdout.split())
+        assert not left & {"knowledge.new", "knowledge.old", "knowledge.previous"}, (kiosk.name, left)
+        status, body = kiosk.readyz()
+        assert status == 200 and body["version"] == GOOD_VERSION, (kiosk.name, body)
+    assert sha256 not in second.host.ssh("ls", "/var/lib/kioskd/models/releases").stdout
+
+    # The status playbook shows both kiosks ready on the old model again.
+    result = ansible_host.run_status(site.inventory, site.work / "status-after-rollback.log")
+    assert result.returncode == 0, f"see {site.work / 'status-after-rollback.log'}"
+    table = ansible_host.status_lines(result.stdout)
+    assert all(row[2] == "yes" and row[1].endswith(f" ({MODEL_SHA256[:12]})") for row in table.values()), table
+
+    # The next run of the good model removes the failed one (only the current and previous are kept) and nothing
+    # else: no knowledge folder is swapped, kept or dropped.
+    code, output, recaps = site.run("after-model-rollback")
+    assert code == 0 and all(c["failed"] == 0 for c in recaps.values()), f"see {site.work / 'after-model-rollback.log'}"
+    assert first.host.ssh("ls", "/var/lib/kioskd/models/releases").stdout.split() == [MODEL_SHA256]
+    allowed = {first.name: {"kioskd_model : Remove models other than the current and the previous one"},
+               second.name: set()}
+    for kiosk in site.kiosks:
+        changed = _changed_tasks(output, kiosk.name) - _screenless_browser_restart(kiosk) - allowed[kiosk.name]
+        assert not changed, (kiosk.name, sorted(changed))

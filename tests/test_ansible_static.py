@@ -343,3 +343,89 @@ def _tasks(items: list[dict[str, object]]) -> list[dict[str, object]]:
             if isinstance(item.get(key), list):
                 out.extend(_tasks(item[key]))
     return out
+
+
+def _knowledge_rollout(tmp_path: Path, label: str, source: Path | None, gate_passes: bool
+                       ) -> subprocess.CompletedProcess[str]:
+    """kioskd_daemon's knowledge tasks on this machine, inside site.yml's block and rescue: knowledge.yml (checked
+    by this venv's real `kioskd knowledge check`), then a readiness gate that passes or fails, then the drop of
+    the kept folder; the rescue is the role's rollback.yml (no systemctl: kioskd_daemon_manage_service false)."""
+    import grp
+    import json
+
+    def role_tasks(name: str) -> dict[str, object]:
+        return {"name": f"Run {name}", "ansible.builtin.import_role": {"name": "kioskd_daemon", "tasks_from": name}}
+
+    playbook = tmp_path / f"{label}.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Knowledge rollout", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "become": False, "tasks": [{"name": "Deploy, then require readiness or roll back", "block": [
+            role_tasks("knowledge.yml"),
+            {"name": "Require /readyz (stands in for verify.yml)", "ansible.builtin.fail": {"msg": "never ready"},
+             "when": not gate_passes},
+            role_tasks("knowledge_kept.yml"),
+        ], "rescue": [role_tasks("rollback.yml"),
+                      {"name": "Fail the host", "ansible.builtin.fail": {"msg": "rolled back"}}]}],
+    }]))
+    release = tmp_path / "release"
+    (release / "venv" / "bin").mkdir(parents=True, exist_ok=True)
+    kioskd = release / "venv" / "bin" / "kioskd"
+    if not kioskd.exists():
+        kioskd.symlink_to(BIN / "kioskd")
+    vars_file = tmp_path / f"{label}-vars.json"
+    vars_file.write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable, "kioskd_daemon_manage_service": False,
+        "kioskd_daemon_knowledge_src": str(source or ""), "kioskd_daemon_knowledge_dir": str(tmp_path / "knowledge"),
+        "kioskd_daemon_config_dir": str(tmp_path), "kioskd_daemon_prefix": str(tmp_path / "opt"),
+        "kioskd_daemon_release_dir": str(release), "kioskd_daemon_user": "root",
+        "kioskd_daemon_group": grp.getgrgid(os.getgid()).gr_name}))
+    return run(tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{vars_file}", playbook,
+               ANSIBLE_ROLES_PATH=str(ANSIBLE / "roles"))
+
+
+def _folder(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): p.read_text(encoding="utf-8") for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_knowledge_folder_swapped_in_by_a_run_that_fails_its_gate_is_rolled_back(tmp_path: Path) -> None:
+    """The folder a swap replaces is kept as <dir>.previous until the readiness gate passed: a run whose gate fails
+    gets the old folder back (also after removing the folder because none is set any more); a run that passes
+    drops the kept copy, and a run that changes nothing keeps and drops nothing (changed=0)."""
+    import re
+
+    if os.geteuid() != 0:
+        pytest.skip("the knowledge tasks give the files to root (as on a kiosk)")
+    live, kept = tmp_path / "knowledge", tmp_path / "knowledge.previous"
+    old = {"hours.md": "# Opening hours\n\nThe library opens at 9:00.\n"}
+    new = {"hours.md": "# Opening hours\n\nThe library opens at 8:30.\n", "faq/parking.md": "# Parking\n\nBehind.\n"}
+    sources = {}
+    for label, files in (("old", old), ("new", new)):
+        sources[label] = tmp_path / f"source-{label}"
+        for name, text in files.items():
+            (sources[label] / name).parent.mkdir(parents=True, exist_ok=True)
+            (sources[label] / name).write_text(text, encoding="utf-8")
+
+    def rollout(label: str, source: Path | None, gate_passes: bool) -> tuple[dict[str, int], str]:
+        result = _knowledge_rollout(tmp_path, label, source, gate_passes)
+        recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", result.stdout.split("PLAY RECAP")[-1])}
+        assert (result.returncode == 0) == gate_passes, result.stdout[-3000:]
+        leftovers = {p.name for p in tmp_path.glob("knowledge.*")}
+        assert not leftovers, (label, leftovers, result.stdout[-3000:])  # nothing kept once the run is over
+        return recap, result.stdout
+
+    recap, _ = rollout("install", sources["old"], gate_passes=True)
+    assert _folder(live) == old and recap["changed"] > 0, recap
+
+    recap, output = rollout("new-fails", sources["new"], gate_passes=False)
+    assert recap["rescued"] == 1, recap
+    assert "changed: [localhost]" in output.split("TASK [kioskd_daemon : Put the checked knowledge folder in place]")[1]
+    assert _folder(live) == old  # swapped in, then put back by the rescue
+    recap, _ = rollout("new", sources["new"], gate_passes=True)
+    assert _folder(live) == new and recap["rescued"] == 0, recap
+    recap, _ = rollout("new-again", sources["new"], gate_passes=True)
+    assert recap["changed"] == 0, recap  # nothing swapped: nothing kept, nothing dropped
+
+    recap, _ = rollout("off-fails", None, gate_passes=False)
+    assert _folder(live) == new and recap["rescued"] == 1, recap  # set aside, then put back
+    recap, _ = rollout("off", None, gate_passes=True)
+    assert not live.exists() and not kept.exists() and recap["changed"] > 0, recap
