@@ -387,3 +387,26 @@ def test_a_missing_or_stale_kiosk_page_without_npm_fails_with_what_to_do(
     os.utime(source, (later, later))  # a source edited after the last build
     with pytest.raises(MirrorError, match="missing or stale"):
         ensure_page(project)
+
+
+def test_the_default_voice_items_are_the_role_s_with_its_base_url_filled_in() -> None:
+    from daemon.mirror.voice import PIPER, ROLE_DEFAULTS, VOSK, load_items
+
+    items = load_items(ROOT / ROLE_DEFAULTS)
+    assert [item["name"] for item in items[VOSK]] == [item["name"] for item in items[PIPER]] == ["en", "zh"]
+    base = "https://huggingface.co/rhasspy/piper-voices/resolve/v1.0.0/"
+    for voice in items[PIPER]:
+        assert voice["url"].startswith(base) and voice["config_url"] == f"{voice['url']}.json", voice
+    assert items[VOSK][0]["url"] == "https://alphacephei.com/vosk/models/vosk-model-small-en-us-0.15.zip"
+
+
+def test_a_catalogue_model_is_taken_from_the_models_folder_and_an_unknown_one_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.mirror.command import _model_file
+
+    model = pulled_model(TEST_MODEL)
+    monkeypatch.setenv("KIOSKD_MODELS_DIR", str(model.parent))  # already pulled there: nothing is fetched
+    assert _model_file(TEST_MODEL) == model
+    assert _model_file(str(model)) == model
+    with pytest.raises(MirrorError, match="unknown model 'no-such-model'; known models"):
+        _model_file("no-such-model")

@@ -80,12 +80,10 @@ def _wheels_in(paths: Iterable[Path]) -> Iterable[tuple[Path, WheelName]]:
 
 def _built_here(package: SourceOnly, version: str | None, target: Target, wheels: Path) -> Path:
     """From pip's wheel cache if it holds this version, else built by `pip wheel` into `wheels`."""
-    if version is not None:
-        cached = [path for path, name in _wheels_in(wheel_cache().rglob("*.whl"))
-                  if name.project == package.project and name.version == version and name.fits(target)]
-        if cached:
-            _LOGGER.info("%s %s: the wheel from pip's cache", package.project, version)
-            return sorted(cached)[-1]
+    cached = _from_pip_cache(package, version, target) if version is not None else None
+    if cached is not None:
+        _LOGGER.info("%s %s: the wheel from pip's cache", package.project, version)
+        return cached
     requirement = package.project + (f"=={version}" if version else "")
     _LOGGER.info("building %s with pip wheel (llama-cpp-python takes minutes)", requirement)
     with tempfile.TemporaryDirectory(prefix=".kioskd-wheel-", dir=wheels) as tmp:
@@ -94,6 +92,16 @@ def _built_here(package: SourceOnly, version: str | None, target: Target, wheels
         final = wheels / built.name
         shutil.move(built, final)
     return final
+
+
+def _from_pip_cache(package: SourceOnly, version: str, target: Target) -> Path | None:
+    try:
+        cache = wheel_cache()
+    except MirrorError:
+        return None  # pip runs without a cache (PIP_NO_CACHE_DIR)
+    cached = [path for path, name in _wheels_in(cache.rglob("*.whl"))
+              if name.project == package.project and name.version == version and name.fits(target)]
+    return sorted(cached)[-1] if cached else None
 
 
 def _cross_build(target: Target, wheels: Path, missing: list[SourceOnly], pins: dict[str, str]) -> None:
