@@ -429,3 +429,64 @@ def test_a_knowledge_folder_swapped_in_by_a_run_that_fails_its_gate_is_rolled_ba
     assert _folder(live) == new and recap["rescued"] == 1, recap  # set aside, then put back
     recap, _ = rollout("off", None, gate_passes=True)
     assert not live.exists() and not kept.exists() and recap["changed"] > 0, recap
+
+
+def _model_rollout(tmp_path: Path, label: str, model: Path, gate_passes: bool) -> subprocess.CompletedProcess[str]:
+    """kioskd_model's tasks on this machine inside site.yml's block and rescue: main.yml from a file:// mirror
+    (verified by sha256), then a readiness gate that passes or fails; the rescue is the role's rollback.yml."""
+    import grp
+    import hashlib
+    import json
+    import pwd
+
+    def role_tasks(name: str) -> dict[str, object]:
+        return {"name": f"Run {name}", "ansible.builtin.import_role": {"name": "kioskd_model", "tasks_from": name}}
+
+    playbook = tmp_path / f"{label}.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Model rollout", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "become": False, "tasks": [{"name": "Deploy, then require readiness or roll back", "block": [
+            role_tasks("main.yml"),
+            {"name": "Require /readyz (stands in for verify.yml)", "ansible.builtin.fail": {"msg": "never ready"},
+             "when": not gate_passes},
+        ], "rescue": [role_tasks("rollback.yml"),
+                      {"name": "Fail the host", "ansible.builtin.fail": {"msg": "rolled back"}}]}],
+    }]))
+    vars_file = tmp_path / f"{label}-vars.json"
+    vars_file.write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable, "kioskd_model_mirror_url": f"file://{model.parent}",
+        "kioskd_model_mirror_path": model.name, "kioskd_model_filename": model.name,
+        "kioskd_model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "kioskd_model_dir": str(tmp_path / "models"), "kioskd_model_owner": pwd.getpwuid(os.getuid()).pw_name,
+        "kioskd_model_group": grp.getgrgid(os.getgid()).gr_name}))
+    return run(tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{vars_file}", playbook,
+               ANSIBLE_ROLES_PATH=str(ANSIBLE / "roles"))
+
+
+def test_a_model_that_fails_its_gate_is_switched_back_and_the_next_run_clears_it(tmp_path: Path) -> None:
+    """current.gguf is switched to a new model whose sha256 matches; when the gate fails, the rescue points it
+    at the model in service before; the next run of the good model removes the failed one and then nothing
+    changes. (The converge test does the same with a real daemon that cannot load a truncated GGUF.)"""
+    import re
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    good, corrupt = mirror / "good.gguf", mirror / "corrupt.gguf"
+    good.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    corrupt.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # right sha256, half a model
+    current, models = tmp_path / "models" / "current.gguf", tmp_path / "models" / "releases"
+
+    def rollout(label: str, model: Path, gate_passes: bool) -> dict[str, int]:
+        result = _model_rollout(tmp_path, label, model, gate_passes)
+        assert (result.returncode == 0) == gate_passes, result.stdout[-3000:]
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", result.stdout.split("PLAY RECAP")[-1])}
+
+    rollout("install", good, gate_passes=True)
+    assert current.resolve().read_bytes() == good.read_bytes()
+    recap = rollout("corrupt", corrupt, gate_passes=False)
+    assert recap["rescued"] == 1, recap
+    assert current.resolve().read_bytes() == good.read_bytes()  # switched, then switched back
+    assert len(list(models.iterdir())) == 2  # the failed model stays until a run succeeds
+    recap = rollout("after", good, gate_passes=True)
+    assert recap["changed"] == 1 and len(list(models.iterdir())) == 1, recap  # the failed model removed
+    assert rollout("again", good, gate_passes=True)["changed"] == 0
