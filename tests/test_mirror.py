@@ -410,3 +410,18 @@ def test_a_catalogue_model_is_taken_from_the_models_folder_and_an_unknown_one_is
     assert _model_file(str(model)) == model
     with pytest.raises(MirrorError, match="unknown model 'no-such-model'; known models"):
         _model_file("no-such-model")
+
+
+@pytest.mark.parametrize(("file_name", "arch", "fits"), [
+    ("numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl", "aarch64", True),
+    ("numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl", "x86_64", False),
+    ("numpy-2.4.6-cp312-cp312-manylinux_2_28_x86_64.whl", "x86_64", False),
+    ("piper_tts-1.8.0-cp39-abi3-manylinux_2_17_aarch64.manylinux2014_aarch64.whl", "aarch64", True),
+    ("future_abi3-1.0-cp312-abi3-manylinux_2_28_x86_64.whl", "x86_64", False),
+    ("vosk-0.3.45-py3-none-manylinux2014_aarch64.whl", "aarch64", True),
+    ("too_new-1.0-cp311-cp311-manylinux_2_39_x86_64.whl", "x86_64", False),  # Debian 12 has glibc 2.36
+    ("llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl", "x86_64", True),
+    ("flatbuffers-25.12.19-py2.py3-none-any.whl", "aarch64", True),
+])
+def test_which_wheels_install_on_a_target(file_name: str, arch: str, fits: bool) -> None:
+    assert parse_wheel_name(file_name).fits(Target(arch, "3.11")) is fits

@@ -88,7 +88,8 @@ class WheelName:
     def fits(self, target: Target) -> bool:
         """Whether pip would install this wheel on `target` (by tags; manylinux up to the target's glibc)."""
         pythons = set(self.python.split("."))
-        if not pythons & {target.cp, "py3", f"py{target.cp[2:]}", "cp3"} and self.abi != "abi3":
+        stable_abi = self.abi == "abi3" and any(_cp_version(tag) <= _cp_version(target.cp) for tag in pythons)
+        if not (pythons & {target.cp, "py3", f"py{target.cp[2:]}"} or stable_abi):
             return False
         if self.pure:
             return True
@@ -100,6 +101,12 @@ def parse_wheel_name(file_name: str) -> WheelName:
     if not match:
         raise MirrorError(f"{file_name} is not a wheel file name (name-version-python-abi-platform.whl)")
     return WheelName(match["name"], match["version"], match["python"], match["abi"], match["platform"])
+
+
+def _cp_version(tag: str) -> tuple[int, int]:
+    """cp39 -> (3, 9); any other tag sorts after every CPython."""
+    found = re.fullmatch(r"cp(\d)(\d+)", tag)
+    return (int(found[1]), int(found[2])) if found else (99, 0)
 
 
 def _glibc_ok(tag: str) -> bool:
