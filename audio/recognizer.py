@@ -111,6 +111,8 @@ class Transcript:
     audio_end_s: float | None = None  # where it ended in the audio fed since construction or reset()
     settled: bool = False
     """A partial at a pause: the words so far, complete (the final will be this text unless speech resumes)."""
+    endpoint_s: float | None = None
+    """For a final that the endpointer ended on silence: audio time from the end of speech to that decision."""
 
 
 class _VoskWorker:
@@ -263,7 +265,9 @@ class UtteranceRecognizer(_VoskWorker):
             self._segments, self._text = [], ""
             self._endpointer.restart()
             return None
-        self._final = Transcript(text, final=True, ended_at=ended_at, reason=reason, audio_end_s=audio_end_s)
+        endpoint_s = self._endpointer.silence_s if reason == "silence" and not forced else None
+        self._final = Transcript(text, final=True, ended_at=ended_at, reason=reason, audio_end_s=audio_end_s,
+                                 endpoint_s=endpoint_s)
         self._release()
         return self._final
 

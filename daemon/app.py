@@ -15,6 +15,7 @@ from daemon.appkeys import (
     HISTORY,
     KNOWLEDGE,
     LISTENING,
+    METRICS,
     OPERATOR,
     SETTINGS,
     SOCKETS,
@@ -26,6 +27,7 @@ from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import IN_MEMORY, History
 from daemon.knowledge.library import VenueKnowledge
+from daemon.metrics import routes as metrics_routes
 from daemon.middlewares import json_errors
 from daemon.retention import purge_periodically
 from daemon.settings import LiveSettings, Settings, describe
@@ -54,6 +56,7 @@ def create_app(settings: Settings, engine: ChatEngine) -> web.Application:
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     sessions_api.add_routes(app.router)
     operator_api.add_routes(app.router)
+    metrics_routes.install(app, settings, engine)  # before the others' contexts: it counts what they do
     kiosk_page.add_routes(app, settings)
     app.on_response_prepare.append(kiosk_page.add_security_headers)
     app.cleanup_ctx.append(_knowledge)
@@ -82,6 +85,7 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
     history = await History.open(IN_MEMORY if settings.history_mode == "off" else settings.history_file)
     if pages := settings.fault_history_max_pages:
         await history.run(lambda store: store.limit_pages(pages))
+    history.on_write_deferred, history.on_write_failed = app[METRICS].history_deferred, app[METRICS].history_failed
     app[HISTORY] = history
     app[CONVERSATIONS] = Conversations(app[SETTINGS], app[ENGINE], history, app[KNOWLEDGE])
     app[VISITS] = VisitKeeper(settings.history_mode, history)
@@ -97,7 +101,7 @@ async def _history(app: web.Application) -> AsyncIterator[None]:
 
 async def _voice(app: web.Application) -> AsyncIterator[None]:
     """The voice path starts in the background (models load in threads) and never delays text chat."""
-    link = VoiceLink(app[SETTINGS].current)
+    link = VoiceLink(app[SETTINGS].current, app[METRICS])
     app[VOICE] = link
     await link.start()
     try:

@@ -10,6 +10,7 @@ from daemon.conversation import Conversations
 from daemon.engine import ChatEngine
 from daemon.history import History
 from daemon.knowledge.library import VenueKnowledge
+from daemon.metrics.instruments import Metrics
 from daemon.settings import LiveSettings
 from daemon.visits import OperatorAccess, VisitKeeper
 from daemon.voice_link import VoiceLink
@@ -23,6 +24,7 @@ VOICE = web.AppKey("voice", VoiceLink)
 KNOWLEDGE = web.AppKey("knowledge", VenueKnowledge)
 VISITS = web.AppKey("visits", VisitKeeper)
 OPERATOR = web.AppKey("operator", OperatorAccess)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 class OpenSockets(set[web.WebSocketResponse]):

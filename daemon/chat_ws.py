@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from daemon.appkeys import CONVERSATIONS, ENGINE, OPERATOR, SETTINGS, SOCKETS, VISITS, VOICE
+from daemon.appkeys import CONVERSATIONS, ENGINE, METRICS, OPERATOR, SETTINGS, SOCKETS, VISITS, VOICE
 from daemon.engine import Generation, reporting_queue_position
 from daemon.frames import (
     CancelFrame,
@@ -54,6 +54,7 @@ async def websocket_chat(request: web.Request) -> web.StreamResponse:
                         request.remote, len(sockets))
         error = ApiError(503, f"the kiosk already has {len(sockets)} connections open; try again shortly",
                          code="too_many_connections", kind="server_busy")
+        app[METRICS].error(error.code, str(error), callers_fault=False)
         return web.json_response(error.body(), status=503, headers={"Retry-After": str(settings.retry_after)})
     ws = _Socket(heartbeat=30.0, max_msg_size=HARD_CAP * settings.max_message_bytes)
     sockets.add(ws)  # Counted from before the upgrade, so handshakes at the same moment cannot pass the bound.
@@ -157,6 +158,8 @@ class ChatConnection:
                 self._last_activity = loop.time()
 
     async def send(self, frame: ServerFrame) -> None:
+        if isinstance(frame, ErrorFrame):
+            self._app[METRICS].error(frame.code, frame.message)
         if not self._ws.closed:
             await self._ws.send_str(frame.to_json())
 
@@ -282,6 +285,7 @@ class ChatConnection:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             finished = _cancelled_before_start()
         self._last_activity = asyncio.get_running_loop().time()
+        self._app[METRICS].answered(finished)
         await self.send(DoneFrame.from_finished(finished))
 
     async def _generate(self, session: str, turns: list[Turn], text: str, positions: QueueReporter) -> Finished:

@@ -352,6 +352,9 @@ class History:
         self.store = store
         self._executor = executor
         self._retry: asyncio.Task[None] | None = None
+        # Told of each turn that must wait in memory, and of turns lost (GET /metrics counts them).
+        self.on_write_deferred: Callable[[], None] = _nothing
+        self.on_write_failed: Callable[[int], None] = _nothing_lost
 
     @classmethod
     async def open(cls, path: Path) -> History:
@@ -370,9 +373,14 @@ class History:
     async def append(self, session: str, role: Literal["user", "assistant"], content: str,
                      status: TurnStatus = "complete", *, request_id: str = "") -> TurnRef:
         """Append a turn (HistoryStore.append_turn); one that must wait is retried in the background."""
-        ref = await self.run(lambda store: store.append_turn(session, role, content, status))
+        try:
+            ref = await self.run(lambda store: store.append_turn(session, role, content, status))
+        except (HistoryError, sqlite3.Error):  # too many turns wait already, or a broken database: not stored
+            self.on_write_failed(1)
+            raise
         if ref.stored:
             return ref
+        self.on_write_deferred()
         context = {"SESSION_ID": session, "REQUEST_ID": request_id or session}
         if ref.failure is not None:  # The first refusal of an outage: said once, with what and where.
             _LOGGER.warning("the history database refused the %s turn of session %s (request %s): %s; keeping it "
@@ -406,6 +414,7 @@ class History:
         if result.saved:
             _LOGGER.info("saved %d waiting turn(s) before stopping", result.saved)
         if left := result.left:
+            self.on_write_failed(len(left))
             where = ", ".join(f"{t.session} ({_what(t.role, t.status)}, {len(t.content)} chars)" for t in left)
             _LOGGER.error("stopping with %d turn(s) the history database did not accept (%s); they are lost: %s",
                           len(left), result.error, where)
@@ -415,3 +424,11 @@ class History:
 
 def _what(role: str, status: str) -> str:
     return "question" if role == "user" else "answer" if status == "complete" else "interrupted answer"
+
+
+def _nothing() -> None:
+    pass
+
+
+def _nothing_lost(turns: int) -> None:
+    pass

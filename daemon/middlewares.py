@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from daemon.appkeys import SETTINGS
+from daemon.appkeys import METRICS, SETTINGS
 from daemon.messages import Busy, EngineError, ModelNotReady, PromptTooLong, ShuttingDown
 from daemon.openai_schema import ApiError
 
@@ -45,4 +45,5 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         _LOGGER.exception("unhandled error in %s %s", request.method, request.path)
         error = ApiError(500, "internal error", code="internal_error", kind="server_error")
+    request.app[METRICS].error(error.code, str(error), callers_fault=error.status < 500)
     return web.json_response(error.body(), status=error.status, headers=headers)

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from daemon.appkeys import ENGINE, KNOWLEDGE, SETTINGS
+from daemon.appkeys import ENGINE, KNOWLEDGE, METRICS, SETTINGS
 from daemon.client_limits import client_generation
 from daemon.conversation import fallback_for
 from daemon.knowledge.answers import KnowledgeAnswer
@@ -79,6 +79,13 @@ async def _discard(_: str) -> None:
 async def _run(request: web.Request, params: ChatCompletionParams, answer: KnowledgeAnswer,
                completion_id: str) -> Finished:
     """The whole answer: curated text, or the model's through `answer` (which passes on what may be shown)."""
+    finished = await _answer(request, params, answer, completion_id)
+    request.app[METRICS].answered(finished)
+    return finished
+
+
+async def _answer(request: web.Request, params: ChatCompletionParams, answer: KnowledgeAnswer,
+                  completion_id: str) -> Finished:
     if answer.canned:
         return await answer.stream_canned()
     messages = (ChatMessage("system", answer.plan.system_prompt), *params.messages[1:])
@@ -160,6 +167,7 @@ async def _stream(request: web.Request, params: ChatCompletionParams, plan: Plan
         if not response.prepared:
             raise  # Nothing sent yet: the middleware answers with a plain JSON error.
         # The status line is gone; OpenAI's clients raise on an error event in the stream.
+        request.app[METRICS].error(exc.code, str(exc), callers_fault=False)
         await send({"error": {"message": str(exc), "type": "server_error", "param": None, "code": exc.code}})
         await response.write_eof()
         return response

@@ -141,11 +141,12 @@ def model_identity(model_path: Path, n_ctx: int, flash_attn: bool, cache_dir: Pa
     computed once and remembered by file size and modification time."""
     import llama_cpp
 
-    return {"model_sha256": _model_sha256(model_path, cache_dir), "n_ctx": n_ctx, "flash_attn": flash_attn,
+    return {"model_sha256": model_sha256(model_path, cache_dir), "n_ctx": n_ctx, "flash_attn": flash_attn,
             "llama_cpp": str(getattr(llama_cpp, "__version__", "?"))}
 
 
-def _model_sha256(model_path: Path, cache_dir: Path) -> str:
+def model_sha256(model_path: Path, cache_dir: Path) -> str:
+    """The model file's sha256: its pull record's, else a memo in `cache_dir` (by size and mtime), else read."""
     from daemon.models.download import sha256_file
     from daemon.models.pull import manifest_path
 

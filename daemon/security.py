@@ -25,12 +25,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
+from daemon.appkeys import METRICS
 from daemon.openai_schema import ApiError
 from daemon.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
 API_PREFIXES = ("/v1/", "/api/")
+API_PATHS = ("/v1", "/api", "/metrics", "/status")
+"""Guarded like the APIs: the prefixes' roots, and the fleet's monitoring (daemon.metrics)."""
 WS_PATH = "/ws"
 MIN_TOKEN_CHARS = 16
 Origin = tuple[str, str, int | None]  # scheme, host, port: what makes two origins the same
@@ -136,7 +139,7 @@ def _area(request: web.Request) -> str | None:
     """"api", "ws" or None, by the matched route and by the path, so no spelling of a path slips past."""
     resource = request.match_info.route.resource
     paths = (resource.canonical if resource is not None else "", request.path)
-    if any(path.startswith(API_PREFIXES) or path in ("/v1", "/api") for path in paths):
+    if any(path.startswith(API_PREFIXES) or path.rstrip("/") in API_PATHS for path in paths):
         return "api"
     return "ws" if WS_PATH in paths else None
 
@@ -167,10 +170,12 @@ def guard(settings: Settings) -> Middleware:
             if refusal is not None:
                 # Never the header itself: a wrong token is often a right one for something else.
                 _LOGGER.info("refused %s %r from %s: %s", request.method, request.path, request.remote, refusal)
+                request.app[METRICS].error("unauthorized", refusal, callers_fault=True)
                 return _unauthorized(refusal)
         elif area == "ws" and not policy.origin_allowed(request):
             origin = request.headers.get(hdrs.ORIGIN, "")
             _LOGGER.info("refused WebSocket from origin %r (peer %s)", origin[:200], request.remote)
+            request.app[METRICS].error("forbidden_origin", "origin refused", callers_fault=True)
             return _forbidden_origin(origin)
         return await handler(request)
 

@@ -11,17 +11,19 @@ the link reports why and text chat is untouched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from daemon.metrics.instruments import Metrics
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
     from audio.recognizer import Transcript
-    from audio.speaker import AnswerSpeech, SentenceEvent
+    from audio.speaker import AnswerSpeech, Sentence, SentenceEvent
     from audio.voice import VoicePathConfig, VoiceService, VoiceState
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,8 +51,9 @@ class VoiceScreen(Protocol):
 
 
 class VoiceLink:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics or Metrics()
         self._service: VoiceService | None = None
         self._status = VoiceStatus(False, detail="voice is switched off (setting voice)")
         self._screens: list[VoiceScreen] = []
@@ -122,7 +125,13 @@ class VoiceLink:
             return None
         await self._service.stop_speaking()
         self._speaker = screen
-        return self._service.speak(on_event, on_first_synthesis)
+
+        def timed(sentence: Sentence) -> None:
+            if sentence.state == "started" and sentence.synth_ms is not None and sentence.audio_ms is not None:
+                self._metrics.sentence_synthesized(sentence.synth_ms / 1000, sentence.audio_ms / 1000)
+            on_event(sentence)
+
+        return self._service.speak(timed, on_first_synthesis)
 
     async def stop_speaking(self, screen: VoiceScreen) -> None:
         """Barge-in from `screen` (stop button, new question): only its own answer is silenced."""
@@ -137,11 +146,19 @@ class VoiceLink:
             screen.voice_changed()
 
     def transcript(self, transcript: Transcript) -> None:
+        if transcript.final and transcript.text:
+            self._time_stages(transcript)
         target = self._target or (self._screens[-1] if self._screens else None)
         if target is None:
             _LOGGER.info("heard %r but no kiosk screen is connected", transcript.text)
             return
         target.heard(transcript.text, transcript.final, transcript.settled)
+
+    def _time_stages(self, final: Transcript) -> None:
+        if final.ended_at is not None:  # loop time when the question's audio ended
+            self._metrics.speech_recognized(asyncio.get_running_loop().time() - final.ended_at)
+        if final.endpoint_s is not None:
+            self._metrics.speech_endpoint(final.endpoint_s)
 
     def wake(self) -> None:
         self._target = self._screens[-1] if self._screens else None
