@@ -175,3 +175,30 @@ def test_status_playbook_is_read_only_by_construction() -> None:
     assert get["ansible.builtin.uri"].get("method", "GET") == "GET" and get["check_mode"] is False, get
     assert get["ignore_unreachable"] is True and get["failed_when"] is False, get
     assert_ok(run(tool("ansible-playbook"), "--syntax-check", "-i", "inventory.example.yml", "status.yml"))
+
+
+def test_the_dashboard_reads_what_a_real_kiosk_exports(fleet: tuple[Daemon, Path]) -> None:
+    """The Grafana dashboard's queries against a real scrape of the kiosk above (GET /metrics after its answers):
+    every series they name is there, with samples for the answers it gave."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_fleet_dashboards import SCRAPE_SERIES, _dashboard, _expressions, metric_names
+
+    d, _ = fleet
+    code, body = d.get("/metrics")
+    assert code == 200, body[:500]
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+    # Families without a labelled child yet (no error so far, say) show no sample, only their # TYPE line.
+    typed = set(samples)
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            typed |= {name + s for s in ("_bucket", "_sum", "_count")} if kind == "histogram" else {name}
+    used = {name for expr in _expressions(_dashboard()) for name in metric_names(expr)} - SCRAPE_SERIES
+    assert used <= typed, f"the dashboard names series a kiosk does not export: {sorted(used - typed)}"
+    assert samples["kioskd_request_success_total"] >= len(QUESTIONS), samples
+    assert samples["kioskd_time_to_first_token_seconds_count"] >= len(QUESTIONS), samples
+    assert samples["kioskd_model_loaded"] == 1, samples
