@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from daemon import __version__
 from daemon.appkeys import ENGINE, LISTENING, METRICS, SETTINGS, SOCKETS, VOICE
@@ -24,6 +23,9 @@ from daemon.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format, which every Prometheus reads (prometheus-client 0.22+ names 1.0.0 by default; our
+metric names need none of its UTF-8 escaping, so the text is the same)."""
 MODEL_POLL_S = 1.0
 """How often the model is looked at for a change of file (start-up, a reload): its sha256 follows."""
 
@@ -47,7 +49,7 @@ def install(app: web.Application, settings: Settings, engine: ChatEngine) -> Non
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": TEXT_FORMAT})
 
 
 async def status(request: web.Request) -> web.Response:
