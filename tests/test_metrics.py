@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -282,3 +283,50 @@ def test_every_daemon_has_a_registry_of_its_own() -> None:
     first.error("busy", "the model is busy")
     assert value(parse(first.exposition().decode()), "kioskd_busy_refusals_total") == 1
     assert value(parse(second.exposition().decode()), "kioskd_busy_refusals_total") == 0
+
+
+# ---- the voice stages, through the real voice path ----
+
+def test_a_spoken_question_fills_the_voice_stage_histograms(test_model: Path, tmp_path: Path) -> None:
+    """Speech into the daemon's FIFO microphone, Vosk, the answer read aloud by Piper: each stage observed once
+    per question (recognition, endpoint) or per spoken sentence (real-time factor)."""
+    pytest.importorskip("vosk")
+    from tests.speech import spoken
+    from tests.test_voice_e2e import QUESTION
+    from tests.voice_rig import Mic, is_type, voice_screen
+
+    mic = Mic(tmp_path / "mic")
+    mic.start()
+    d = start_daemon(tmp_path, "--model", str(test_model), "--max-tokens", "24", "--temperature", "0",
+                     "--audio-input", f"pipe:{tmp_path / 'mic'}", "--audio-output", f"wav:{tmp_path / 'out.wav'}",
+                     "--listen-silence", "0.6", env={"KIOSKD_VOICE": "true"})
+
+    async def test() -> tuple[int, Samples, dict[str, Any]]:
+        async with voice_screen(d.url) as screen:
+            mark = screen.mark()
+            await screen.send(type="listen", on=True)
+            await screen.wait_for(is_type("voice", listening=True), mark)
+            mic.say(spoken(QUESTION))
+            final = await screen.wait_for(is_type("transcript", final=True), mark)
+            asked = screen.mark()
+            await screen.send(type="chat", text=final.frame["text"], session=None)
+            await screen.wait_for(is_type("done"), asked)
+            await screen.wait_for(is_type("voice", speaking=False), asked, within=60)
+            started = len([r for r in screen.since(asked, "speaking") if r.frame["state"] == "started"])
+            return started, parse((await scrape(d.url))[2]), json.loads(d.get("/status")[1])
+
+    try:
+        sentences, samples, line = run(test())
+    finally:
+        d.stop(signal.SIGKILL)
+        mic.close()
+    print(f"recognition {value(samples, 'kioskd_speech_recognition_seconds_sum'):.3f} s, endpoint "
+          f"{value(samples, 'kioskd_speech_endpoint_seconds_sum'):.3f} s, real-time factor "
+          f"{value(samples, 'kioskd_tts_real_time_factor_sum') / max(1, sentences):.3f} over {sentences} sentence(s)")
+    assert value(samples, "kioskd_voice_available") == 1 and line["voice"] == "on"
+    assert value(samples, "kioskd_speech_recognition_seconds_count") == 1
+    assert 0 < value(samples, "kioskd_speech_recognition_seconds_sum") < 5
+    assert value(samples, "kioskd_speech_endpoint_seconds_count") == 1
+    assert value(samples, "kioskd_speech_endpoint_seconds_sum") == pytest.approx(0.6, abs=0.05)  # listen_silence
+    assert sentences > 0 and value(samples, "kioskd_tts_real_time_factor_count") == sentences
+    assert 0 < value(samples, "kioskd_tts_real_time_factor_sum") / sentences < 5
