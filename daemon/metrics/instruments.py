@@ -59,7 +59,13 @@ class Metrics:
         self.model_sha256 = ""
         """The served model file's sha256, once known ("" until then)."""
         self._started = time.monotonic()
-        r = self.registry
+        self._model = Info("kioskd_model", "The model served and the daemon's version", registry=self.registry)
+        self.model_known("", "")
+        self._add_answer_histograms(self.registry)
+        self._add_voice_histograms(self.registry)
+        self._add_counters(self.registry)
+
+    def _add_answer_histograms(self, r: CollectorRegistry) -> None:
         self._ttft = Histogram("kioskd_time_to_first_token_seconds", "Time from when the model took an answer up "
                                "(after any wait) to its first text", buckets=TTFT_BUCKETS, registry=r)
         self._tpot = Histogram("kioskd_time_per_output_token_seconds", "Mean time per generated token after the "
@@ -69,12 +75,16 @@ class Metrics:
                               "writing it", buckets=LATENCY_BUCKETS, registry=r)
         self._queue = Histogram("kioskd_request_queue_time_seconds", "Time a model answer waited for the model",
                                 buckets=QUEUE_BUCKETS, registry=r)
+
+    def _add_voice_histograms(self, r: CollectorRegistry) -> None:
         self._recognition = Histogram("kioskd_speech_recognition_seconds", "From the end of a spoken question's "
                                       "audio to its final transcript", buckets=SPEECH_BUCKETS, registry=r)
         self._endpoint = Histogram("kioskd_speech_endpoint_seconds", "From the end of speech to the decision that "
                                    "the question is over (audio time)", buckets=SPEECH_BUCKETS, registry=r)
         self._rtf = Histogram("kioskd_tts_real_time_factor", "Speech synthesis time over the duration of the audio "
                               "made, per sentence (below 1: faster than real time)", buckets=RTF_BUCKETS, registry=r)
+
+    def _add_counters(self, r: CollectorRegistry) -> None:
         self._prompt = Counter("kioskd_prompt_tokens", "Prompt tokens the model evaluated for answers", registry=r)
         self._cached = Counter("kioskd_prompt_tokens_cached", "Prompt tokens of answers reused from the KV cache, "
                                "stored prefix states or a read-ahead instead of evaluated", registry=r)
@@ -89,8 +99,6 @@ class Metrics:
                                  "kept in memory and retried", registry=r)
         self._lost = Counter("kioskd_history_writes_failed", "Turns that could not be stored at all", registry=r)
         self._kinds = Counter("kioskd_knowledge_answers", "Answers by how they were made", ["kind"], registry=r)
-        self._model = Info("kioskd_model", "The model served and the daemon's version", registry=r)
-        self.model_known("", "")
 
     def watch(self, watched: Watched) -> None:
         """Gauges read at scrape time from the app's own state."""
