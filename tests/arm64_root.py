@@ -6,29 +6,32 @@ run there on a loopback port.
 - `base` (under .cache/arm64, built once by debootstrap, minutes under emulation): minbase bookworm plus the
   Debian packages the playbook installs for the daemon and audio (python3, python3-venv, libgomp1, libportaudio2).
   Each run works in a fresh copy, so every run installs on a root that never saw kioskd.
-- The wheelhouse: the kioskd wheel, the source-only packages (daemon.mirror.cross_build for the compiled ones, a
-  universal wheel of srt), and everything else resolved by `pip download` for aarch64/cp311 from PyPI.
+- The wheelhouse: the offline mirror of `kioskd mirror build --arch aarch64` (the kioskd wheel, the hashed lock
+  for aarch64-cp311: the source-only packages from daemon.mirror.cross_build, the rest from PyPI's aarch64
+  wheels), installed with the requirements file the kioskd_daemon role writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from daemon.mirror import cross_build
-from daemon.mirror.targets import Target, parse_wheel_name
-from daemon.models.download import sha256_file
+from daemon.mirror.targets import Target
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CACHE = cross_build.cache_dir()
 BASE = CACHE / "base"
-# kioskd_daemon_packages and kioskd_audio_packages of the playbook, less what only Ansible needs.
-RUNTIME_PACKAGES = ("python3", "python3-venv", "libgomp1", "libportaudio2", "ca-certificates")
+# kioskd_daemon_packages and kioskd_audio_packages of the playbook, less what only Ansible needs, plus libatomic1:
+# vosk's aarch64 libvosk.so links libatomic.so.1 (its x86_64 build does not), which minbase lacks.
+RUNTIME_PACKAGES = ("python3", "python3-venv", "libgomp1", "libportaudio2", "libatomic1", "ca-certificates")
 TARGET = Target("aarch64", "3.11")
 EXTRAS = ("llm", "voice", "systemd")
 VENV = "/opt/kioskd/venv"
@@ -61,33 +64,33 @@ def fresh_root(dest: Path) -> Path:
     return dest
 
 
-def build_wheelhouse(wheels: Path) -> Path:
-    """The aarch64/cp311 wheelhouse in `wheels` and its requirements file (as the role templates it, with paths
-    inside the root under WHEELS); returns the requirements file."""
-    wheels.mkdir(parents=True, exist_ok=True)
-    _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", wheels, ROOT, timeout=600)
-    (kioskd_wheel,) = wheels.glob("kioskd-*.whl")
-    cross_build.build_source_wheels(TARGET.arch, TARGET.python, wheels)
-    from importlib.metadata import version
-
-    _run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", wheels, f"srt=={version('srt')}", timeout=600)
-    _run(BIN / "pip", "download", "-q", *TARGET.pip_args(), "--find-links", wheels, "-d", wheels,
-         f"{kioskd_wheel}[{','.join(EXTRAS)}]", timeout=1800)
-    lines = [f"{WHEELS}/{kioskd_wheel.name}[{','.join(EXTRAS)}] --hash=sha256:{sha256_file(kioskd_wheel)}"]
-    for wheel in sorted(wheels.glob("*.whl")):
-        name = parse_wheel_name(wheel.name)
-        if wheel != kioskd_wheel:
-            assert name.fits(TARGET), f"{wheel.name} does not install on {TARGET.name}"
-            lines.append(f"{name.project}=={name.version} --hash=sha256:{sha256_file(wheel)}")
-    requirements = wheels / "requirements.txt"
-    requirements.write_text("".join(f"{line}\n" for line in lines))
-    return requirements
+def build_mirror(mirror: Path, model: Path) -> dict[str, Any]:
+    """The fleet's offline mirror for aarch64 made by the product command (`kioskd mirror build --arch aarch64`,
+    which calls daemon.mirror.cross_build for the compiled source-only wheels), without voice files (the test
+    serves text only); returns its fleet-vars.json."""
+    items = mirror.parent / "no-voice.json"
+    items.write_text(json.dumps({"kioskd_voice_vosk_models": [], "kioskd_voice_piper_voices": []}))
+    _run(BIN / "kioskd", "mirror", "build", mirror, "--arch", TARGET.arch, "--python", TARGET.python,
+         "--model", model, "--voice-items", items, timeout=4 * 3600)
+    _run(BIN / "kioskd", "mirror", "verify", mirror)
+    loaded: dict[str, Any] = json.loads((mirror / "fleet-vars.json").read_text())
+    return loaded
 
 
-def install(root: Path, wheels: Path) -> str:
-    """kioskd installed into VENV in `root` from `wheels` (copied to WHEELS) as the role does; pip's output."""
+def requirements(fleet_vars: dict[str, Any]) -> str:
+    """The requirements file the kioskd_daemon role templates for an aarch64 host (paths inside the root)."""
+    wheel = Path(fleet_vars["kioskd_daemon_wheel_url"]).name
+    lines = [f"{WHEELS}/{wheel}[{','.join(EXTRAS)}] --hash=sha256:{fleet_vars['kioskd_daemon_wheel_sha256']}",
+             *fleet_vars["kioskd_daemon_requirements_by_arch"][TARGET.arch]]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def install(root: Path, mirror: Path, fleet_vars: dict[str, Any]) -> str:
+    """kioskd installed into VENV in `root` from the mirror's wheels/ (copied to WHEELS) as the role does, with
+    --no-index --only-binary=:all: --require-hashes; pip's output."""
     inside = root / WHEELS.lstrip("/")
-    shutil.copytree(wheels, inside, dirs_exist_ok=True)
+    shutil.copytree(mirror / "wheels", inside, dirs_exist_ok=True)
+    (inside / "requirements.txt").write_text(requirements(fleet_vars))
     cross_build.in_root(root, "python3", "-m", "venv", VENV, timeout=900)
     return cross_build.in_root(root, f"{VENV}/bin/pip", "install", "--no-cache-dir", "--no-index",
                                "--only-binary=:all:", "--require-hashes", "--find-links", WHEELS,
@@ -96,16 +99,18 @@ def install(root: Path, wheels: Path) -> str:
 
 @contextlib.contextmanager
 def mounted(root: Path) -> Iterator[Path]:
-    """/proc and /dev of this machine mounted in `root` while the block runs (Python and llama.cpp need both)."""
+    """/proc and /dev mounted in `root` while the block runs (Python and llama.cpp read them)."""
     done: list[Path] = []
     try:
-        for kind, point in (("proc", "proc"), ("dev", "dev")):
+        # Not /sys: this machine's is x86's, and onnxruntime's cpuinfo, reading its CPU topology beside qemu's
+        # /proc/cpuinfo, crashes (SIGSEGV on import). Without it cpuinfo only warns and falls back.
+        for point in ("proc", "dev"):
             target = root / point
             target.mkdir(exist_ok=True)
-            if kind == "proc":
+            if point == "proc":
                 _run("mount", "-t", "proc", "proc", target)
             else:
-                _run("mount", "--bind", "/dev", target)
+                _run("mount", "--bind", f"/{point}", target)
             done.append(target)
         yield root
     finally:
