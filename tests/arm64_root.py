@@ -77,11 +77,14 @@ def build_mirror(mirror: Path, model: Path) -> dict[str, Any]:
     return loaded
 
 
-def requirements(fleet_vars: dict[str, Any]) -> str:
-    """The requirements file the kioskd_daemon role templates for an aarch64 host (paths inside the root)."""
+def requirements(fleet_vars: dict[str, Any], architecture: str) -> str:
+    """The requirements file the kioskd_daemon role templates for a host of `architecture` (Ansible's fact):
+    the kioskd wheel with its extras, then that architecture's lock (paths inside the root)."""
+    locks = fleet_vars["kioskd_daemon_requirements_by_arch"]
+    assert architecture in locks, f"the mirror has no lock for {architecture}, only for {sorted(locks)}"
     wheel = Path(fleet_vars["kioskd_daemon_wheel_url"]).name
     lines = [f"{WHEELS}/{wheel}[{','.join(EXTRAS)}] --hash=sha256:{fleet_vars['kioskd_daemon_wheel_sha256']}",
-             *fleet_vars["kioskd_daemon_requirements_by_arch"][TARGET.arch]]
+             *locks[architecture]]
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -90,7 +93,9 @@ def install(root: Path, mirror: Path, fleet_vars: dict[str, Any]) -> str:
     --no-index --only-binary=:all: --require-hashes; pip's output."""
     inside = root / WHEELS.lstrip("/")
     shutil.copytree(mirror / "wheels", inside, dirs_exist_ok=True)
-    (inside / "requirements.txt").write_text(requirements(fleet_vars))
+    # Ansible's `architecture` fact is the host Python's platform.machine(): the key the role picks the lock by.
+    architecture = cross_build.in_root(root, "python3", "-c", "import platform; print(platform.machine())").strip()
+    (inside / "requirements.txt").write_text(requirements(fleet_vars, architecture))
     cross_build.in_root(root, "python3", "-m", "venv", VENV, timeout=900)
     return cross_build.in_root(root, f"{VENV}/bin/pip", "install", "--no-cache-dir", "--no-index",
                                "--only-binary=:all:", "--require-hashes", "--find-links", WHEELS,
