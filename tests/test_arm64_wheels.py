@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -167,3 +168,20 @@ def test_every_dependency_has_a_wheel_for_the_pi(tmp_path: Path) -> None:
         assert parse_wheel_name(file_name).fits(TARGET), f"{project}: {file_name}"
     if extras != "voice":
         assert chosen["llama-cpp-python"].endswith("linux_aarch64.whl")
+
+
+def test_cached_wheels_are_returned_at_once_into_dest(tmp_path: Path) -> None:
+    cached = {_cached("llama-cpp-python").name, _cached("systemd-python").name}
+    started = time.monotonic()
+    returned = cross_build.build_source_wheels("aarch64", "3.11", tmp_path / "mirror-wheels")
+    assert time.monotonic() - started < 5
+    assert {path.name for path in returned} == cached
+    assert all(path.parent == tmp_path / "mirror-wheels" and path.is_file() for path in returned)
+
+
+def test_missing_cross_compiler_is_named_with_its_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIOSKD_ARM64_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    with pytest.raises(MirrorError, match=re.escape("apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu")):
+        cross_build.llama_wheel("0.3.36")
+    assert not (tmp_path / "empty-cache").exists()
