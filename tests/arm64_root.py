@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -54,11 +55,20 @@ def base_root() -> Path:
     return cross_build.arm64_root(BASE, RUNTIME_PACKAGES)
 
 
+def remove_root(root: Path) -> None:
+    """Delete a run's root, unless something is still mounted in it: rmtree would walk into a bind-mounted /dev
+    and delete this machine's device nodes."""
+    still = [point for point in (root / "proc", root / "dev", root / "sys") if os.path.ismount(point)]
+    if still:
+        raise RuntimeError(f"not removing {root}: {', '.join(map(str, still))} still mounted")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def fresh_root(dest: Path) -> Path:
     """A copy of the base root at `dest`: an arm64 board that was never provisioned."""
     base = base_root()
     if dest.exists():
-        shutil.rmtree(dest)
+        remove_root(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _run("cp", "-a", "--reflink=auto", base, dest)
     return dest

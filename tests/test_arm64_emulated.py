@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -54,7 +53,7 @@ def emulated_root() -> Iterator[Path]:
         pytest.skip(f"no arm64 emulation here: {reason}")
     root = arm64_root.CACHE / "run" / "root"
     yield root
-    shutil.rmtree(root.parent, ignore_errors=True)
+    arm64_root.remove_root(root)
 
 
 def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
