@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.mirror.errors import MirrorError
+from daemon.mirror.llama_build import x86_64_wheel
 from daemon.mirror.pip import run_pip, wheel_cache
 from daemon.mirror.targets import Target, WheelName, parse_wheel_name
 
@@ -79,7 +80,10 @@ def _wheels_in(paths: Iterable[Path]) -> Iterable[tuple[Path, WheelName]]:
 
 
 def _built_here(package: SourceOnly, version: str | None, target: Target, wheels: Path) -> Path:
-    """From pip's wheel cache if it holds this version, else built by `pip wheel` into `wheels`."""
+    """From pip's wheel cache if it holds this version, else built by `pip wheel` into `wheels`. llama-cpp-python
+    for x86_64 never: pip's cache may hold a -march=native build (see daemon.mirror.llama_build)."""
+    if package.project == "llama-cpp-python" and target.arch == "x86_64":
+        return x86_64_wheel(version or _version_required(package))
     cached = _from_pip_cache(package, version, target) if version is not None else None
     if cached is not None:
         _LOGGER.info("%s %s: the wheel from pip's cache", package.project, version)
@@ -92,6 +96,10 @@ def _built_here(package: SourceOnly, version: str | None, target: Target, wheels
         final = wheels / built.name
         shutil.move(built, final)
     return final
+
+
+def _version_required(package: SourceOnly) -> str:
+    raise MirrorError(f"kioskd pins no {package.project} version and none is installed here")
 
 
 def _from_pip_cache(package: SourceOnly, version: str, target: Target) -> Path | None:
