@@ -69,7 +69,7 @@ def _parse(path: Path, text: str) -> Any:
     try:
         yaml = importlib.import_module("yaml")
     except ImportError as exc:
-        raise MirrorError(f"reading {path} needs PyYAML (pip install pyyaml), or give a .json file") from exc
+        raise MirrorError(f"reading {path} needs PyYAML (pip install 'kioskd[mirror]'), or give a .json file") from exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
