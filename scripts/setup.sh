@@ -111,7 +111,7 @@ install_llama_cpp() {
 
 install_python_packages() {
     local extras="llm,voice,voice-models,systemd"
-    [ "$profile" = test ] && extras="llm,voice,voice-models,systemd,test"
+    [ "$profile" = test ] && extras="llm,voice,voice-models,systemd,test,mirror"
     install_llama_cpp
     say "installing kioskd[$extras] into $venv"
     "$venv/bin/python" -m pip install -q --find-links "$LLAMA_WHEELS" -e "$root[$extras]"
