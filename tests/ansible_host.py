@@ -355,9 +355,9 @@ def write_inventory(path: Path, hosts: dict[Host, dict[str, object]]) -> Path:
     return path
 
 
-def run_playbook(inventory: Path, extra_vars: Path, log: Path, timeout: float = 1800
-                 ) -> subprocess.CompletedProcess[str]:
-    """The real ansible-playbook of this venv on ansible/site.yml; its output also goes to `log`."""
+def _ansible_playbook(playbook: str, inventory: Path, log: Path, *args: str, timeout: float
+                      ) -> subprocess.CompletedProcess[str]:
+    """The real ansible-playbook of this venv on ansible/`playbook` with `args`; its output also goes to `log`."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -367,11 +367,16 @@ def run_playbook(inventory: Path, extra_vars: Path, log: Path, timeout: float = 
         "NO_COLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
     }
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra_vars}", "site.yml"],
-        cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), *args, playbook],
+                            cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     log.write_text(f"$ {' '.join(result.args)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
     return result
+
+
+def run_playbook(inventory: Path, extra_vars: Path, log: Path, timeout: float = 1800
+                 ) -> subprocess.CompletedProcess[str]:
+    """The real ansible-playbook of this venv on ansible/site.yml; its output also goes to `log`."""
+    return _ansible_playbook("site.yml", inventory, log, "-e", f"@{extra_vars}", timeout=timeout)
 
 
 def recaps(output: str) -> dict[str, dict[str, int]]:
@@ -391,19 +396,7 @@ def recaps(output: str) -> dict[str, dict[str, int]]:
 def run_status(inventory: Path, log: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """The real ansible-playbook of this venv on ansible/status.yml (read-only) with `args` (e.g. `--check`,
     `-e kioskd_status_fail_on_unhealthy=true`); its output also goes to `log`."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(log.parent / "ansible-local"),
-        "ANSIBLE_NOCOLOR": "1",
-        "NO_COLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), *args, "status.yml"],
-                            cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    log.write_text(f"$ {' '.join(result.args)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
-    return result
+    return _ansible_playbook("status.yml", inventory, log, *args, timeout=timeout)
 
 
 STATUS_COLUMNS = ["kiosk", "version", "model", "ready", "voice", "answers today", "ttft median", "last error"]

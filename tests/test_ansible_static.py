@@ -345,6 +345,27 @@ def _tasks(items: list[dict[str, object]]) -> list[dict[str, object]]:
     return out
 
 
+def _gated_rollout_playbook(path: Path, role: str, deploy: list[str], after_gate: list[str], gate_passes: bool
+                            ) -> Path:
+    """A playbook at `path` that runs `role`'s task files `deploy` on this machine inside site.yml's block and
+    rescue: a readiness gate that passes or fails, then `after_gate`; the rescue is the role's rollback.yml."""
+    import json
+
+    def role_tasks(name: str) -> dict[str, object]:
+        return {"name": f"Run {name}", "ansible.builtin.import_role": {"name": role, "tasks_from": name}}
+
+    gate = {"name": "Require /readyz (stands in for verify.yml)", "ansible.builtin.fail": {"msg": "never ready"},
+            "when": not gate_passes}
+    path.write_text(json.dumps([{
+        "name": f"{role} rollout", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "become": False, "tasks": [{"name": "Deploy, then require readiness or roll back", "block": [
+            *map(role_tasks, deploy), gate, *map(role_tasks, after_gate),
+        ], "rescue": [role_tasks("rollback.yml"),
+                      {"name": "Fail the host", "ansible.builtin.fail": {"msg": "rolled back"}}]}],
+    }]))
+    return path
+
+
 def _knowledge_rollout(tmp_path: Path, label: str, source: Path | None, gate_passes: bool
                        ) -> subprocess.CompletedProcess[str]:
     """kioskd_daemon's knowledge tasks on this machine, inside site.yml's block and rescue: knowledge.yml (checked
@@ -353,20 +374,8 @@ def _knowledge_rollout(tmp_path: Path, label: str, source: Path | None, gate_pas
     import grp
     import json
 
-    def role_tasks(name: str) -> dict[str, object]:
-        return {"name": f"Run {name}", "ansible.builtin.import_role": {"name": "kioskd_daemon", "tasks_from": name}}
-
-    playbook = tmp_path / f"{label}.yml"
-    playbook.write_text(json.dumps([{
-        "name": "Knowledge rollout", "hosts": "localhost", "gather_facts": False, "connection": "local",
-        "become": False, "tasks": [{"name": "Deploy, then require readiness or roll back", "block": [
-            role_tasks("knowledge.yml"),
-            {"name": "Require /readyz (stands in for verify.yml)", "ansible.builtin.fail": {"msg": "never ready"},
-             "when": not gate_passes},
-            role_tasks("knowledge_kept.yml"),
-        ], "rescue": [role_tasks("rollback.yml"),
-                      {"name": "Fail the host", "ansible.builtin.fail": {"msg": "rolled back"}}]}],
-    }]))
+    playbook = _gated_rollout_playbook(tmp_path / f"{label}.yml", "kioskd_daemon", ["knowledge.yml"],
+                                       ["knowledge_kept.yml"], gate_passes)
     release = tmp_path / "release"
     (release / "venv" / "bin").mkdir(parents=True, exist_ok=True)
     kioskd = release / "venv" / "bin" / "kioskd"
@@ -439,19 +448,7 @@ def _model_rollout(tmp_path: Path, label: str, model: Path, gate_passes: bool) -
     import json
     import pwd
 
-    def role_tasks(name: str) -> dict[str, object]:
-        return {"name": f"Run {name}", "ansible.builtin.import_role": {"name": "kioskd_model", "tasks_from": name}}
-
-    playbook = tmp_path / f"{label}.yml"
-    playbook.write_text(json.dumps([{
-        "name": "Model rollout", "hosts": "localhost", "gather_facts": False, "connection": "local",
-        "become": False, "tasks": [{"name": "Deploy, then require readiness or roll back", "block": [
-            role_tasks("main.yml"),
-            {"name": "Require /readyz (stands in for verify.yml)", "ansible.builtin.fail": {"msg": "never ready"},
-             "when": not gate_passes},
-        ], "rescue": [role_tasks("rollback.yml"),
-                      {"name": "Fail the host", "ansible.builtin.fail": {"msg": "rolled back"}}]}],
-    }]))
+    playbook = _gated_rollout_playbook(tmp_path / f"{label}.yml", "kioskd_model", ["main.yml"], [], gate_passes)
     vars_file = tmp_path / f"{label}-vars.json"
     vars_file.write_text(json.dumps({
         "ansible_python_interpreter": sys.executable, "kioskd_model_mirror_url": f"file://{model.parent}",
