@@ -217,3 +217,21 @@ def test_the_day_changes_at_local_midnight() -> None:
     day = tally.current
     assert (day.day, day.answers, day.median_ttft_s(), day.last_error) == ("2026-12-08", 0, None, None)
 
+
+
+def test_a_fleet_model_link_is_reported_by_the_file_it_points_at(test_model: Path, tmp_path: Path) -> None:
+    """A fleet's model setting is /var/lib/kioskd/models/current.gguf, a link into releases/<sha256>/<file>:
+    /status and the model info name the file the link points at, not "current"."""
+    release = tmp_path / "models" / "releases" / "b179c952"
+    release.mkdir(parents=True)
+    (release / test_model.name).symlink_to(test_model)
+    link = tmp_path / "models" / "current.gguf"
+    link.symlink_to(release / test_model.name)
+    d = start_daemon(tmp_path, "--model", str(link), "--max-tokens", "4")
+    try:
+        line = until(lambda: (s := status_of(d))["model_sha256"] and s)
+        assert line["model"] == test_model.stem
+        code, scrape = d.get("/metrics")
+        assert code == 200 and f'model="{test_model.stem}"' in scrape.decode(), scrape[-2000:]
+    finally:
+        assert d.stop() == 0, d.log()

@@ -57,6 +57,7 @@ class Metrics:
         self.today = tally
         """Today's tally for GET /status (None: not kept)."""
         self.model_sha256 = ""
+        self.model_name = ""
         """The served model file's sha256, once known ("" until then)."""
         self._started = time.monotonic()
         self._model = Info("kioskd_model", "The model served and the daemon's version", registry=self.registry)
@@ -119,6 +120,7 @@ class Metrics:
 
     def model_known(self, model: str, sha256: str) -> None:
         self.model_sha256 = sha256
+        self.model_name = model
         self._model.info({"model": model, "sha256": sha256, "version": __version__})
 
     def answered(self, finished: Finished) -> None:

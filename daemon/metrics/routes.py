@@ -60,7 +60,7 @@ async def status(request: web.Request) -> web.Response:
     body: dict[str, Any] = {
         "version": __version__,
         "ready": engine.ready and app[LISTENING].is_set(),
-        "model": engine.model_id or None,
+        "model": metrics.model_name or engine.model_id or None,
         "model_sha256": metrics.model_sha256 or None,
         **_voice(app),
         "day": day.day,
@@ -108,11 +108,20 @@ async def _follow_model(metrics: Metrics, engine: ChatEngine, state_dir: Path) -
         current = (engine.model_id, path if isinstance(path, Path) else None)
         if engine.ready and current != known:
             known = current
-            sha = ""
+            name, sha = current[0], ""
             if current[1] is not None:
                 try:
+                    name = await asyncio.to_thread(_model_file_name, current[1], current[0])
                     sha = await asyncio.to_thread(model_sha256, current[1], state_dir / "prefixes")
                 except OSError as exc:
                     _LOGGER.warning("cannot read the model %s for its sha256: %s", current[1], exc)
-            metrics.model_known(current[0], sha)
+            metrics.model_known(name, sha)
         await asyncio.sleep(MODEL_POLL_S)
+
+
+def _model_file_name(path: Path, model_id: str) -> str:
+    """The model's own file name where the setting is a link (a fleet's `current.gguf` points into
+    releases/<sha256>/<file>): "current" would tell an operator nothing. Else the model id (an alias stays)."""
+    if not path.is_symlink():
+        return model_id
+    return path.resolve().stem
