@@ -435,6 +435,7 @@ def test_status_shows_each_kiosk_on_one_line_and_changes_nothing(site: Site) -> 
         version, model, ready, voice, answers, ttft, last_error = table[kiosk.name]
         assert (version, ready) == (GOOD_VERSION, "yes"), table[kiosk.name]
         assert model.endswith(f" ({MODEL_SHA256[:12]})"), model  # the model file in service, by its sha256
+        assert not model.startswith("current "), model  # named by the file current.gguf points at
         assert voice == "unavailable", table[kiosk.name]  # voice on, but a container has no sound card
         assert int(answers) >= len(STATUS_QUESTIONS), table[kiosk.name]
         assert ttft.endswith(" s") and float(ttft.removesuffix(" s")) > 0, table[kiosk.name]
