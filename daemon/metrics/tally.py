@@ -13,11 +13,12 @@ import contextlib
 import datetime
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from daemon.files import write_text_atomically
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class DayTally:
             self._dirty = False
             text = json.dumps(self._day.to_json())
             try:
-                await asyncio.to_thread(_write_atomically, self._path, text)
+                await asyncio.to_thread(_save, self._path, text)
             except OSError as exc:  # a full or read-only disk: the tally lives on in memory
                 _LOGGER.warning("cannot save the status tally %s: %s", self._path, exc)
 
@@ -156,11 +157,6 @@ class DayTally:
             await self._write_all()
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _save(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomically(path, text)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.files import link_or_copy
 from daemon.mirror.errors import MirrorError
 from daemon.mirror.fleet_vars import MirrorContent, write_fleet_vars
 from daemon.mirror.kioskd_wheel import build_wheel, pinned_requirements
@@ -89,9 +89,6 @@ def _place_model(model: Path, models: Path) -> Path:
         return dest
     for stale in models.glob("*"):
         stale.unlink()  # one model per mirror: fleet-vars.json names it
-    try:
-        dest.hardlink_to(model)
-    except OSError:
-        shutil.copy2(model, dest)
+    link_or_copy(model, dest)
     return dest
 

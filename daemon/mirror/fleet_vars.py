@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.mirror.manifest import write_replacing
+from daemon.files import write_text_atomically
 
 FLEET_VARS = "fleet-vars.json"
 
@@ -42,5 +42,5 @@ def fleet_vars(content: MirrorContent) -> dict[str, Any]:
 
 def write_fleet_vars(mirror: Path, content: MirrorContent) -> Path:
     path = mirror / FLEET_VARS
-    write_replacing(path, json.dumps(fleet_vars(content), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomically(path, json.dumps(fleet_vars(content), indent=2, ensure_ascii=False) + "\n")
     return path

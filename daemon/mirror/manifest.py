@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.files import write_text_atomically
 from daemon.mirror.errors import MirrorError
 from daemon.models.download import sha256_file
 
@@ -33,15 +34,8 @@ def write_manifest(mirror: Path, kioskd_version: str, targets: list[dict[str, st
              for relative in mirror_files(mirror)}
     record = {"format": FORMAT, "kioskd_version": kioskd_version, "targets": targets, "files": files}
     path = mirror / MANIFEST
-    write_replacing(path, json.dumps(record, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
-
-
-def write_replacing(path: Path, text: str) -> None:
-    """Write `text` to a new file renamed over `path`: never into a file another name (a hard link) shares."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)

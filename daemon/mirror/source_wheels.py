@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.files import link_or_copy
 from daemon.mirror.errors import MirrorError
 from daemon.mirror.llama_build import x86_64_wheel
 from daemon.mirror.pip import run_pip, wheel_cache
@@ -48,7 +49,7 @@ def add_source_wheels(target: Target, wheels: Path, pins: dict[str, str], prebui
         if found is None:
             missing.append(package)
         elif found.parent != wheels:
-            _link_or_copy(found, wheels / found.name)
+            link_or_copy(found, wheels / found.name)
     if missing:
         _cross_build(target, wheels, missing, pins)
 
@@ -125,17 +126,9 @@ def _cross_build(target: Target, wheels: Path, missing: list[SourceOnly], pins: 
     built: list[Path] = cross_build.build_source_wheels(target.arch, target.python, wheels)
     for path in built:
         if path.parent != wheels:
-            _link_or_copy(path, wheels / path.name)
+            link_or_copy(path, wheels / path.name)
     still = [p.project for p in missing if _fitting(wheels, p, _version(p, pins), target) is None]
     if still:
         raise MirrorError(f"the cross build for {target.name} gave no wheel of {', '.join(still)}; "
                           "pass prebuilt ones with --source-wheels DIR")
 
-
-def _link_or_copy(source: Path, dest: Path) -> None:
-    """`dest` with the content of `source`: a hard link where the file system allows one."""
-    dest.unlink(missing_ok=True)
-    try:
-        dest.hardlink_to(source)
-    except OSError:
-        shutil.copy2(source, dest)

@@ -7,8 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from daemon.files import write_text_atomically
 from daemon.mirror.errors import MirrorError
-from daemon.mirror.manifest import write_replacing
 from daemon.mirror.pip import run_pip
 from daemon.mirror.source_wheels import add_source_wheels
 from daemon.mirror.targets import Target, parse_wheel_name
@@ -42,7 +42,7 @@ def build_wheelhouse(mirror: Path, kioskd_wheel: Path, target: Target, pins: dic
 def write_lock(mirror: Path, target: Target, lines: list[str]) -> Path:
     path = lock_path(mirror, target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_replacing(path, "".join(f"{line}\n" for line in lines))
+    write_text_atomically(path, "".join(f"{line}\n" for line in lines))
     return path
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 from tqdm import tqdm
 
 from daemon import __version__
+from daemon.files import fsync_path
 from daemon.models.catalogue import ProvisionError
 
 if TYPE_CHECKING:
@@ -62,15 +63,6 @@ def is_good(path: Path, sha256: str, size: int | None) -> bool:
     if size is not None and path.stat().st_size != size:
         return False
     return sha256_file(path) == sha256
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_part(

