@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.files import link_or_copy
+from daemon.mirror.cross_build import apt_mirror
+from daemon.mirror.errors import MirrorError
 from daemon.models.download import sha256_file
 from tests.conftest import free_port
 
@@ -64,24 +66,11 @@ def _run(*args: str | Path, timeout: float = 600, env: dict[str, str] | None = N
 
 
 def debian_mirror() -> str:
-    """The first `URIs:` (deb822) or `deb` line of this machine's apt sources: the Debian archive it uses."""
-    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources")) + sorted(
-        Path("/etc/apt/sources.list.d").glob("*.list")) + [Path("/etc/apt/sources.list")]
-    for path in sources:
-        if not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            line = line.strip()
-            if line.startswith("URIs:"):
-                uris = line.split()[1:]
-            elif line.startswith("deb "):
-                uris = [word for word in line.split()[1:] if not word.startswith("[")][:1]
-            else:
-                continue
-            for uri in uris:
-                if "security" not in uri and uri.startswith(("http://", "https://")):
-                    return uri.rstrip("/")
-    raise HostUnavailable("no Debian mirror in /etc/apt/sources.list(.d)")
+    """The Debian archive this machine's apt uses (the arm64 cross builder reads it the same way)."""
+    try:
+        return apt_mirror()
+    except MirrorError as exc:
+        raise HostUnavailable(str(exc)) from exc
 
 
 def ensure_tool(command: str, package: str) -> Path:
