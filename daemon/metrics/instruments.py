@@ -57,8 +57,9 @@ class Metrics:
         self.today = tally
         """Today's tally for GET /status (None: not kept)."""
         self.model_sha256 = ""
-        self.model_name = ""
         """The served model file's sha256, once known ("" until then)."""
+        self.model_name = ""
+        """The served model's name: its file's, where the setting is a link ("" until loaded)."""
         self._started = time.monotonic()
         self._model = Info("kioskd_model", "The model served and the daemon's version", registry=self.registry)
         self.model_known("", "")
