@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled", "time_limit"]
 KnowledgeKind = Literal["faq", "grounded", "fallback", "ordinary"]
 """How an answer was made: a venue FAQ's curated text, the model from venue sections, the fallback, or the model
@@ -16,6 +16,10 @@ on its own (see daemon.knowledge)."""
 class ChatMessage:
     role: Role
     content: str
+    tool_calls: str = ""
+    """An assistant turn's tool calls as the OpenAI API writes them (JSON array text); "" for none."""
+    tool_call_id: str = ""
+    """A "tool" turn: the call it answers."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,14 @@ class GenerationRequest:
     request_id: str = ""
     conversation: str = ""
     """Which conversation this continues: the engine keeps recent conversations' KV caches by this key."""
+    tools: str = ""
+    """OpenAI `tools` (JSON array text) the model may call; "" for none. Tool calls come back in the answer's
+    text in Qwen2.5's own format (`<tool_call>{"name": ..., "arguments": ...}</tool_call>`), whichever engine
+    wrote them (see daemon.structured)."""
+    tool_choice: str = ""
+    """OpenAI `tool_choice` (JSON text: "auto", "none", "required" or a named function); "" for the default."""
+    response_format: str = ""
+    """OpenAI `response_format` (JSON object text); "" for plain text."""
 
 
 @dataclass(frozen=True)
