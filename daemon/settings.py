@@ -65,6 +65,23 @@ def _opt(help: str, *, lo: float | None = None, hi: float | None = None, choices
     return {"help": help, "lo": lo, "hi": hi, "choices": choices, "secret": secret, "check": check}
 
 
+def _upstream_url_problem(url: str) -> str | None:
+    if url and not url.startswith(("http://", "https://")):
+        return f"{url!r} is not an http:// or https:// URL"
+    return None
+
+
+def _token_file_problem(path: Path | None) -> str | None:
+    # Read now, so a typo in the path stops start-up instead of every question upstream failing with 401.
+    if path is None:
+        return None
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or type(exc).__name__}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon can be told, validated once at start-up."""
@@ -239,6 +256,33 @@ class Settings:
     watchdog_stall: float = field(default=180.0, metadata=_opt(
         "Under a systemd watchdog: stop the pings (so systemd restarts the daemon) when an answer has made no "
         "progress for this many seconds.", lo=1.0, hi=86400.0))
+    engine: str = field(default="local", metadata=_opt(
+        "Who writes the answers: 'local' (the GGUF model on this board) or 'upstream' (an OpenAI-compatible "
+        "inference server at UPSTREAM_URL: llama-server, vLLM, Ollama, SGLang).", choices=("local", "upstream")))
+    upstream_url: str = field(default="", metadata=_opt(
+        "The upstream's OpenAI base URL, e.g. 'http://10.0.0.5:8080/v1' (needed with ENGINE=upstream).",
+        check=_upstream_url_problem))
+    upstream_model: str = field(default="", metadata=_opt(
+        "Model name sent to the upstream (empty: the first one its /models lists)."))
+    upstream_token_file: Path | None = field(default=None, metadata=_opt(
+        "File whose first line is the upstream's bearer token (unset: no token); read at start-up and on "
+        "SIGHUP, never logged.", check=_token_file_problem))
+    upstream_connect_timeout: float = field(default=3.0, metadata=_opt(
+        "Seconds to connect to the upstream.", lo=0.1, hi=600.0))
+    upstream_first_token_timeout: float = field(default=15.0, metadata=_opt(
+        "Seconds from sending a question upstream to its first token; longer counts as down and the question "
+        "goes to the local fallback.", lo=0.1, hi=3600.0))
+    upstream_read_timeout: float = field(default=30.0, metadata=_opt(
+        "Seconds the upstream may stall between tokens; longer loses the answer (marked interrupted).",
+        lo=0.1, hi=3600.0))
+    upstream_health_interval: float = field(default=5.0, metadata=_opt(
+        "Seconds between health checks (GET /models) of an upstream marked down.", lo=0.1, hi=3600.0))
+    upstream_parallel: int = field(default=8, metadata=_opt(
+        "Answers this daemon has in flight upstream at once (the upstream batches them); more wait in the "
+        "queue.", lo=1, hi=1024))
+    upstream_fallback: bool = field(default=True, metadata=_opt(
+        "With ENGINE=upstream: load the local model (MODEL) and answer with it while the upstream is down "
+        "(false: no local model; a down upstream gives the error upstream_unavailable)."))
     fault_engine_hang: float = field(default=0.0, metadata=_opt(
         "Fault injection for tests: the model thread hangs this many seconds at the start of every answer.",
         lo=0.0, hi=86400.0))
@@ -250,6 +294,11 @@ class Settings:
     fault_engine_raise: int = field(default=0, metadata=_opt(
         "Fault injection for tests: llama.cpp's decoding raises at the answer token after this many, once per "
         "loaded model (0: never).", lo=0, hi=1_000_000))
+
+    def __post_init__(self) -> None:
+        if self.engine == "upstream" and not self.upstream_url:
+            raise SettingsError("setting 'engine' is 'upstream' but 'upstream_url' is empty: set it to the "
+                                "upstream's OpenAI base URL, e.g. http://10.0.0.5:8080/v1")
 
     def sampling(self) -> Sampling:
         """The default sampling parameters for a reply."""
