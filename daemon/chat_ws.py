@@ -36,6 +36,7 @@ from daemon.openai_schema import ApiError
 from daemon.prefill import STABLE_S, SpeechPrefill
 from daemon.screen_voice import ScreenVoice
 from daemon.security import is_loopback
+from daemon.upstream import engine_state
 from daemon.ws_flow import FrameRate, QueueReporter, Verdict
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class ChatConnection:
                           operator_unlock=self._app[OPERATOR].enabled, onscreen_keyboard=settings.onscreen_keyboard,
                           venue_name=settings.venue_name, welcome_en=settings.welcome_en,
                           welcome_zh=settings.welcome_zh, wake_phrase=settings.wake_phrase,
-                          wake_phrase_zh=settings.wake_phrase_zh)
+                          wake_phrase_zh=settings.wake_phrase_zh, engine=engine_state(engine).as_dict())
 
     async def _wake(self) -> None:
         """The wake phrase: whatever the kiosk was saying or writing stops, and it listens."""

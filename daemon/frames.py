@@ -210,6 +210,9 @@ class HelloFrame(ServerFrame):
     """The wake phrase, when one is set (the welcome screen invites visitors to say it)."""
     wake_phrase_zh: str = ""
     """The wake phrase of a screen in Chinese ("": wake_phrase is said in Chinese too)."""
+    engine: dict[str, str] = field(default_factory=dict)
+    """Which engine answers now: kind (local|upstream), serving (local|upstream), and in upstream mode
+    upstream (up|down) and a detail line; `model` names the model that answers now."""
     type: ClassVar[str] = "hello"
 
     def to_json(self) -> str:

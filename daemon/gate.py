@@ -50,17 +50,24 @@ class ClientSlots:
 
 
 class ModelGate:
-    """Admits one holder at a time; at most `max_waiting` callers wait, later ones get `Busy` at once."""
+    """Admits `holders` callers at a time (one for a local model; an upstream server batches several); at most
+    `max_waiting` callers wait, later ones get `Busy` at once."""
 
-    def __init__(self, max_waiting: int) -> None:
+    def __init__(self, max_waiting: int, holders: int = 1) -> None:
         self._max_waiting = max_waiting
-        self._held = False
+        self._capacity = max(1, holders)
+        self._held = 0
         self._closed = False
         self._waiters: deque[_Waiter] = deque()
         self.clients = ClientSlots()
 
     @property
     def busy(self) -> bool:
+        """Every holder's place is taken: the next caller waits."""
+        return self._held >= self._capacity
+
+    @property
+    def holding(self) -> int:
         return self._held
 
     @property
@@ -72,8 +79,8 @@ class ModelGate:
         again each time it moves up; it is not called once the model is handed over."""
         if self._closed:
             raise ShuttingDown("the daemon is shutting down")
-        if not self._held and not self._waiters:
-            self._held = True
+        if self._held < self._capacity and not self._waiters:
+            self._held += 1
             return
         if self.waiting >= self._max_waiting:
             raise Busy(f"the model is busy and {self.waiting} request(s) are already waiting")
@@ -94,10 +101,10 @@ class ModelGate:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.future.done():
-                waiter.future.set_result(None)  # Ownership moves to the waiter; _held stays True.
+                waiter.future.set_result(None)  # Ownership moves to the waiter; _held stays the same.
                 self._tell_positions()
                 return
-        self._held = False
+        self._held = max(0, self._held - 1)
 
     def _tell_positions(self) -> None:
         position = 0

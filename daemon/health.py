@@ -6,6 +6,7 @@ from aiohttp import web
 
 from daemon import __version__
 from daemon.appkeys import ENGINE, LISTENING, VOICE
+from daemon.upstream import engine_state
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -14,10 +15,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    state = engine_state(engine)
     if engine.ready and request.app[LISTENING].is_set():
         gate = engine.gate
         voice = request.app[VOICE].status
         return web.json_response({"status": "ready", "version": __version__, "model": engine.model_id,
-                                  "busy": gate.busy, "waiting": gate.waiting,
+                                  "busy": gate.busy, "waiting": gate.waiting, "engine": state.as_dict(),
                                   "voice": {"available": voice.available, "detail": voice.detail}})
-    return web.json_response({"status": "loading", "version": __version__}, status=503)
+    if state.kind == "upstream" and state.serving == "upstream" and request.app[LISTENING].is_set():
+        # No local model and the upstream down: the page is served, but no question can be answered.
+        return web.json_response({"status": "upstream_unavailable", "version": __version__,
+                                  "engine": state.as_dict()}, status=503)
+    return web.json_response({"status": "loading", "version": __version__, "engine": state.as_dict()},
+                             status=503)

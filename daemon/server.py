@@ -25,16 +25,28 @@ from daemon.models.catalogue import ProvisionError
 from daemon.models.pull import resolve_model_path
 from daemon.notify import Notifier
 from daemon.settings import LiveSettings, Settings, SettingsError, describe
+from daemon.upstream import FailoverEngine
+from daemon.upstream.engine import UpstreamEngine
 
 _LOGGER = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_MODEL, EXIT_LISTEN, EXIT_HISTORY, EXIT_KNOWLEDGE = 0, 1, 2, 3, 4
 SettingsLoader = Callable[[], Settings]
+ServedEngine = LlamaEngine | FailoverEngine
+
+
+def build_engine(settings: Settings) -> ServedEngine:
+    """The engine the settings ask for: the local model, or the upstream with the local model as its fallback
+    (none with upstream_fallback off: a board too small for one)."""
+    if settings.engine == "local":
+        return LlamaEngine(settings, resolve_model_path(settings))
+    local = LlamaEngine(settings, resolve_model_path(settings)) if settings.upstream_fallback else None
+    return FailoverEngine(settings, UpstreamEngine(settings), local)
 
 
 async def serve(settings: Settings, reload_settings: SettingsLoader | None = None) -> int:
     notifier = Notifier()
-    engine = LlamaEngine(settings, resolve_model_path(settings))
+    engine = build_engine(settings)
     app = create_app(settings, engine)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     try:
@@ -66,7 +78,7 @@ async def serve(settings: Settings, reload_settings: SettingsLoader | None = Non
         _LOGGER.info("stopped")
 
 
-async def _run_until_stopped(live: LiveSettings, engine: LlamaEngine, knowledge: VenueKnowledge,
+async def _run_until_stopped(live: LiveSettings, engine: ServedEngine, knowledge: VenueKnowledge,
                              notifier: Notifier, reload_settings: SettingsLoader | None) -> int:
     settings = live.current
     stop = asyncio.Event()
@@ -78,8 +90,9 @@ async def _run_until_stopped(live: LiveSettings, engine: LlamaEngine, knowledge:
     try:
         if settings.fault_load_delay:
             await asyncio.sleep(settings.fault_load_delay)
-        _LOGGER.info("loading model %s", engine.model_path)
-        notifier.status(f"loading model {engine.model_path.name}")
+        what = f"model {engine.model_path.name}" if engine.model_path else f"upstream {settings.upstream_url}"
+        _LOGGER.info("loading %s", what)
+        notifier.status(f"loading {what}")
         # With the model, the system prompt with each venue section is read once and kept on disk: before
         # READY, so the first question pays only for its own tokens.
         await engine.load(system_prompts(settings, knowledge.index))
@@ -101,7 +114,7 @@ async def _run_until_stopped(live: LiveSettings, engine: LlamaEngine, knowledge:
     return EXIT_OK
 
 
-async def _watchdog(engine: LlamaEngine, notifier: Notifier, stall_limit: float) -> None:
+async def _watchdog(engine: ServedEngine, notifier: Notifier, stall_limit: float) -> None:
     """Ping at half the watchdog interval from the event loop (so a blocked loop stops the pings too), but only
     while the engine makes progress: a model thread stuck past `stall_limit` lets systemd restart us."""
     interval = notifier.watchdog_interval
@@ -131,6 +144,8 @@ LIVE_SETTINGS = frozenset({
     # Read per request or per new connection:
     "max_connections", "max_generations_per_client", "max_generation_seconds", "ws_frames_per_second",
     "ws_flood_seconds", "venue_name", "welcome_en", "welcome_zh", "onscreen_keyboard",
+    # The upstream reads these per question; its token file is read again on every SIGHUP even when unchanged.
+    "upstream_token_file", "upstream_first_token_timeout", "upstream_read_timeout",
     *MODEL_SETTINGS,
 })
 
@@ -138,7 +153,7 @@ LIVE_SETTINGS = frozenset({
 class Reloader:
     """SIGHUP: read the settings again, apply what can be applied while serving, report the rest."""
 
-    def __init__(self, live: LiveSettings, engine: LlamaEngine, knowledge: VenueKnowledge, notifier: Notifier,
+    def __init__(self, live: LiveSettings, engine: ServedEngine, knowledge: VenueKnowledge, notifier: Notifier,
                  load: SettingsLoader | None) -> None:
         self._live, self._engine, self._notifier, self._load = live, engine, notifier, load
         self._knowledge = knowledge

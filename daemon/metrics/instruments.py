@@ -105,7 +105,8 @@ class Metrics:
     def watch(self, watched: Watched) -> None:
         """Gauges read at scrape time from the app's own state."""
         gauges = {"kioskd_num_requests_waiting": ("Questions waiting for the model", watched.waiting),
-                  "kioskd_num_requests_running": ("1 while the model is busy: an answer, or reading ahead for one",
+                  "kioskd_num_requests_running": ("Answers being written (1 at most for the local model, which also "
+                                                  "counts reading ahead for one; up to upstream_parallel upstream)",
                                                   watched.running),
                   "kioskd_websockets_open": ("Kiosk WebSockets open", watched.websockets),
                   "kioskd_voice_available": ("1 when the microphone, speaker and voice models work",
@@ -114,6 +115,18 @@ class Metrics:
                                           lambda: int(watched.model_loaded()))}
         for name, (doc, read) in gauges.items():
             Gauge(name, doc, registry=self.registry).set_function(read)
+
+    def follow_upstream(self, is_up: Callable[[], bool]) -> Callable[[str], None]:
+        """With ENGINE=upstream: a gauge of whether the upstream is up, and the failover counter whose `inc` by
+        reason is returned (for the engine to call)."""
+        Gauge("kioskd_upstream_up", "1 while the upstream inference server answers (0: the local model or the "
+              "upstream_unavailable error answers)", registry=self.registry).set_function(lambda: int(is_up()))
+        failovers = Counter("kioskd_engine_failovers", "Times the upstream was marked down and questions left it, "
+                            "by reason (unreachable, refused, first_token_timeout, lost)", ["reason"],
+                            registry=self.registry)
+        for reason in ("unreachable", "refused", "first_token_timeout", "lost"):
+            failovers.labels(reason)
+        return lambda reason: failovers.labels(reason).inc()
 
     @property
     def uptime_s(self) -> float:

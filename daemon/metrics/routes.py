@@ -20,6 +20,7 @@ from daemon.metrics.instruments import Metrics, Watched
 from daemon.metrics.tally import Day, DayTally, local_today
 from daemon.prefix_states import model_sha256
 from daemon.settings import Settings
+from daemon.upstream import FailoverEngine, engine_state
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ def install(app: web.Application, settings: Settings, engine: ChatEngine) -> Non
     """The metrics object, its routes, and the task that loads the day's tally and follows the model."""
     metrics = Metrics(DayTally(tally_path(settings)))
     metrics.watch(Watched(
-        waiting=lambda: engine.gate.waiting, running=lambda: int(engine.gate.busy),
+        waiting=lambda: engine.gate.waiting, running=lambda: engine.gate.holding,
         websockets=lambda: len(app[SOCKETS]),
         voice_available=lambda: VOICE in app and app[VOICE].status.available,
         model_loaded=lambda: engine.ready))
+    if isinstance(engine, FailoverEngine):
+        engine.on_failover = metrics.follow_upstream(lambda: engine.upstream.up)
     app[METRICS] = metrics
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/status", status)
@@ -61,6 +64,7 @@ async def status(request: web.Request) -> web.Response:
         "version": __version__,
         "ready": engine.ready and app[LISTENING].is_set(),
         "model": metrics.model_name or engine.model_id or None,
+        "engine": engine_state(engine).as_dict(),
         "model_sha256": metrics.model_sha256 or None,
         **_voice(app),
         "day": day.day,
