@@ -64,7 +64,6 @@ async def status(request: web.Request) -> web.Response:
         "version": __version__,
         "ready": engine.ready and app[LISTENING].is_set(),
         "model": metrics.model_name or engine.model_id or None,
-        "engine": engine_state(engine).as_dict(),
         "model_sha256": metrics.model_sha256 or None,
         **_voice(app),
         "day": day.day,
@@ -73,6 +72,8 @@ async def status(request: web.Request) -> web.Response:
         "last_error": vars(day.last_error) if day.last_error else None,
         "uptime_s": round(metrics.uptime_s, 1),
     }
+    if (state := engine_state(engine)).kind == "upstream":  # a local kiosk's line stays as the fleet knows it
+        body["engine"] = state.as_dict()
     return web.json_response(body)
 
 
