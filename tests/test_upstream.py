@@ -41,20 +41,20 @@ def local_model() -> Path:
     return pulled_model(TEST_MODEL)
 
 
-def upstream_settings(upstream: StandIn, model: Path | None, **overrides: object) -> dict[str, object]:
-    return {"engine": "upstream", "upstream_url": upstream.url, "upstream_connect_timeout": 1.0,
+def upstream_settings(url: str, model: Path | None, **overrides: object) -> dict[str, object]:
+    return {"engine": "upstream", "upstream_url": url, "upstream_connect_timeout": 1.0,
             "upstream_first_token_timeout": 2.0, "upstream_read_timeout": 1.0, "upstream_health_interval": 0.2,
             "upstream_fallback": model is not None, "model": str(model) if model else None,
             "max_tokens": 24, "temperature": 0.0, **overrides}
 
 
 @asynccontextmanager
-async def kiosk(upstream: StandIn, model: Path | None, **overrides: object
+async def kiosk(url: str, model: Path | None, **overrides: object
                 ) -> AsyncIterator[tuple[Served, FailoverEngine]]:
     """The daemon's app with the engine daemon.server builds for these settings, loaded as serve() loads it."""
     with tempfile.TemporaryDirectory(prefix="kioskd-upstream-") as state_dir:
         settings = load_settings({**HARNESS_DEFAULTS, "state_dir": state_dir,
-                                  **upstream_settings(upstream, model, **overrides)}, environ={})
+                                  **upstream_settings(url, model, **overrides)}, environ={})
         engine = build_engine(settings)
         assert isinstance(engine, FailoverEngine)
         await engine.load()
@@ -104,7 +104,7 @@ async def metrics_text(served: Served) -> str:
 def test_websocket_answer_streams_the_upstream_pieces_as_they_come() -> None:
     async def test() -> None:
         async with stand_in(default=Reply(pieces=("Bonjour", ", ", "visitor", "!"))) as upstream, \
-                kiosk(upstream, None) as (served, _), screen(served) as (ws, hello):
+                kiosk(upstream.url, None) as (served, _), screen(served) as (ws, hello):
             assert hello["model"] == MODEL
             assert hello["engine"] == {"kind": "upstream", "serving": "upstream", "upstream": "up",
                                        "detail": f"model {MODEL} at {upstream.url}"}
@@ -126,7 +126,7 @@ def test_websocket_answer_streams_the_upstream_pieces_as_they_come() -> None:
 
 def test_openai_client_streams_through_the_daemon_with_stop_and_seed_passed_on() -> None:
     async def test() -> None:
-        async with stand_in() as upstream, kiosk(upstream, None) as (served, _):
+        async with stand_in() as upstream, kiosk(upstream.url, None) as (served, _):
             client = openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0, timeout=10)
             stream = await client.chat.completions.create(
                 model="any", messages=[{"role": "user", "content": "Hi"}], stream=True, stop=["\n\n"], seed=7,
@@ -150,7 +150,7 @@ SLOW = Reply(pieces=tuple(f"w{i} " for i in range(200)), delay=0.05)
 @pytest.mark.parametrize("how", ["cancel", "disconnect"])
 def test_cancel_or_disconnect_closes_the_upstream_stream_within_a_second(how: str) -> None:
     async def test() -> None:
-        async with stand_in(default=SLOW) as upstream, kiosk(upstream, None) as (served, engine):
+        async with stand_in(default=SLOW) as upstream, kiosk(upstream.url, None) as (served, engine):
             async with screen(served) as (ws, _):
                 answer = await ask(ws, "Talk long", cancel_after=3 if how == "cancel" else None,
                                    disconnect_after=3 if how == "disconnect" else None)
@@ -169,7 +169,7 @@ def test_cancel_or_disconnect_closes_the_upstream_stream_within_a_second(how: st
 def test_time_limit_closes_the_upstream_stream() -> None:
     async def test() -> None:
         async with stand_in(default=SLOW) as upstream, \
-                kiosk(upstream, None, max_generation_seconds=0.5) as (served, _), screen(served) as (ws, _):
+                kiosk(upstream.url, None, max_generation_seconds=0.5) as (served, _), screen(served) as (ws, _):
             answer = await ask(ws, "Talk long")
             assert answer.done is not None and answer.done["reason"] == "time_limit"
             assert 0 < len(answer.tokens) < 200
@@ -190,7 +190,7 @@ def test_a_failure_before_the_first_token_is_answered_by_the_local_model(local_m
                                                                          reason: str) -> None:
     async def test() -> None:
         async with stand_in(replies=[reply]) as upstream, \
-                kiosk(upstream, local_model, upstream_first_token_timeout=0.5) as (served, engine):
+                kiosk(upstream.url, local_model, upstream_first_token_timeout=0.5) as (served, engine):
             upstream.health_status = 503  # stays down until the test says otherwise
             async with screen(served) as (ws, _):
                 answer = await ask(ws, "What is 2+2?")
@@ -215,7 +215,7 @@ def test_a_failure_before_the_first_token_is_answered_by_the_local_model(local_m
 def test_an_upstream_lost_mid_answer_marks_it_and_the_next_question_goes_local(local_model: Path) -> None:
     async def test() -> None:
         reply = Reply(pieces=("One", " two", " three", " four"), delay=0.05, drop_after=2)
-        async with stand_in(replies=[reply]) as upstream, kiosk(upstream, local_model) as (served, engine):
+        async with stand_in(replies=[reply]) as upstream, kiosk(upstream.url, local_model) as (served, engine):
             upstream.health_status = 503
             async with screen(served) as (ws, _):
                 lost = await ask(ws, "Count")
@@ -237,7 +237,7 @@ def test_a_stall_mid_answer_loses_the_answer(local_model: Path) -> None:
     async def test() -> None:
         reply = Reply(pieces=("Slow", " then", " nothing"), stall_after=1)
         async with stand_in(replies=[reply]) as upstream, \
-                kiosk(upstream, local_model, upstream_read_timeout=0.5) as (served, _), \
+                kiosk(upstream.url, local_model, upstream_read_timeout=0.5) as (served, _), \
                 screen(served) as (ws, _):
             started = time.perf_counter()
             answer = await ask(ws, "Hm?")
@@ -252,7 +252,7 @@ def test_a_stall_mid_answer_loses_the_answer(local_model: Path) -> None:
 def test_the_upstream_is_used_again_once_its_health_check_answers(local_model: Path) -> None:
     async def test() -> None:
         async with stand_in(replies=[Reply(refuse=502)]) as upstream, \
-                kiosk(upstream, local_model) as (served, engine), screen(served) as (ws, _):
+                kiosk(upstream.url, local_model) as (served, engine), screen(served) as (ws, _):
             upstream.health_status = 503
             await ask(ws, "First")
             assert engine.serving == "local"
@@ -274,7 +274,7 @@ def test_an_upstream_down_at_start_leaves_the_local_model_answering(local_model:
         upstream = StandIn()
         await upstream.start()
         await upstream.stop()  # nothing listens on its port
-        async with kiosk(upstream, local_model) as (served, engine), screen(served) as (ws, hello):
+        async with kiosk(upstream.url, local_model) as (served, engine), screen(served) as (ws, hello):
             assert (hello["engine"]["serving"] == "local" and "cannot" in hello["engine"]["detail"]) or \
                 "does not answer" in hello["engine"]["detail"]
             answer = await ask(ws, "Hi")
@@ -294,7 +294,7 @@ def test_without_a_fallback_a_down_upstream_is_upstream_unavailable() -> None:
         upstream = StandIn()
         await upstream.start()
         await upstream.stop()
-        async with kiosk(upstream, None) as (served, engine):
+        async with kiosk(upstream.url, None) as (served, engine):
             status, ready = await request_json(served, "GET", "/readyz")
             assert status == 503 and ready["status"] == "upstream_unavailable", ready
             assert ready["engine"]["upstream"] == "down"
@@ -319,7 +319,7 @@ def test_without_a_fallback_a_down_upstream_is_upstream_unavailable() -> None:
 def test_without_a_fallback_a_refusal_before_text_is_upstream_unavailable() -> None:
     async def test() -> None:
         async with stand_in(replies=[Reply(refuse=500, message="CUDA out of memory")]) as upstream, \
-                kiosk(upstream, None) as (served, _), screen(served) as (ws, _):
+                kiosk(upstream.url, None) as (served, _), screen(served) as (ws, _):
             upstream.health_status = 503
             answer = await ask(ws, "Hi")
             assert answer.error is not None and answer.error["code"] == "upstream_unavailable"
@@ -333,7 +333,7 @@ def test_without_a_fallback_a_refusal_before_text_is_upstream_unavailable() -> N
 def test_a_question_the_upstream_rejects_is_not_a_failover(local_model: Path) -> None:
     async def test() -> None:
         async with stand_in(replies=[Reply(refuse=400, message="bad tools")]) as upstream, \
-                kiosk(upstream, local_model) as (served, engine), screen(served) as (ws, _):
+                kiosk(upstream.url, local_model) as (served, engine), screen(served) as (ws, _):
             answer = await ask(ws, "Hi")
             assert answer.error is not None and answer.error["code"] == "upstream_refused"
             assert "bad tools" in answer.error["message"]
@@ -346,11 +346,11 @@ def test_a_question_the_upstream_rejects_is_not_a_failover(local_model: Path) ->
 
 def test_the_token_is_sent_as_bearer_reread_on_reload_and_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     async def test(token_file: Path) -> None:
-        async with stand_in() as upstream, kiosk(upstream, None, upstream_token_file=str(token_file)) as (
+        async with stand_in() as upstream, kiosk(upstream.url, None, upstream_token_file=str(token_file)) as (
                 served, engine), screen(served) as (ws, _):
             await ask(ws, "Hi")
             await asyncio.to_thread(token_file.write_text, "rotated-token\n")
-            engine.upstream.reload(load_settings({**upstream_settings(upstream, None),
+            engine.upstream.reload(load_settings({**upstream_settings(upstream.url, None),
                                                   "upstream_token_file": str(token_file)}, environ={}))
             await ask(ws, "Hi")
         assert upstream.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
@@ -367,7 +367,7 @@ def test_the_token_is_sent_as_bearer_reread_on_reload_and_never_logged(caplog: p
 
 def test_no_token_file_sends_no_authorization() -> None:
     async def test() -> None:
-        async with stand_in() as upstream, kiosk(upstream, None) as (served, _), screen(served) as (ws, _):
+        async with stand_in() as upstream, kiosk(upstream.url, None) as (served, _), screen(served) as (ws, _):
             await ask(ws, "Hi")
         assert "Authorization" not in upstream.seen[0].headers
 
@@ -379,7 +379,7 @@ def test_no_token_file_sends_no_authorization() -> None:
 def test_queue_admits_upstream_parallel_answers_at_once() -> None:
     async def test() -> None:
         async with stand_in(default=Reply(pieces=("a", "b", "c"), delay=0.3)) as upstream, \
-                kiosk(upstream, None, upstream_parallel=2) as (served, _):
+                kiosk(upstream.url, None, upstream_parallel=2) as (served, _):
             async def one() -> Answer:
                 async with screen(served) as (ws, _):
                     return await ask(ws, "Hi")

@@ -125,7 +125,8 @@ class UpstreamGeneration(Generation):
 
     async def _pump(self) -> None:
         try:
-            await self._stream()
+            if not self._cancelled:  # cancelled while it waited in line: the upstream never hears of it
+                await self._stream()
         except asyncio.CancelledError:
             pass  # cancel(): the iterator ends with reason "cancelled"
         except Exception as exc:  # handed to the iterator, which raises it in the caller's task
