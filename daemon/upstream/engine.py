@@ -82,6 +82,8 @@ class UpstreamEngine:
         """SIGHUP: a rotated token file and new timeouts apply to the next question."""
         self._settings = settings
         self.client.reload_token(settings)
+        if settings.upstream_token_file is not None:
+            _LOGGER.info("reload: read the upstream token file %s again", settings.upstream_token_file)
 
     async def warm_prefixes(self, system_prompts: Sequence[str]) -> PrefixReport:
         return PrefixReport()  # the upstream keeps its own prompt cache
