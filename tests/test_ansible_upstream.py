@@ -282,3 +282,20 @@ def test_an_upstream_kiosk_with_a_fallback_gets_the_local_model(tmp_path: Path,
     assert requests == ["/tiny.gguf"]
     assert (tmp_path / "models" / "current.gguf").resolve().read_bytes() == (tmp_path / "served" / "tiny.gguf"
                                                                                 ).read_bytes()
+
+
+def test_site_yml_checks_the_upstream_before_any_change_and_cleans_up_after_the_gate() -> None:
+    """The order site.yml runs: the checks in pre_tasks, before the first task that changes a host; the token and
+    drop-in of a kiosk no longer on an upstream removed only after the readiness gate."""
+    listed = run(tool("ansible-playbook"), "--list-tasks", "-i", "inventory.example.yml", "site.yml")
+    assert_ok(listed)
+    tasks = [line.split("\t")[0].strip() for line in listed.stdout.splitlines() if "\tTAGS:" in line]
+    first_change = tasks.index("kioskd_audio : Install PortAudio and the ALSA tools")
+    assert tasks.index("kioskd_daemon : Check that an upstream engine has a URL") < first_change, tasks
+    assert tasks.index("kioskd_daemon : Check that an upstream token goes with an upstream engine") < first_change
+    assert (tasks.index("kioskd_daemon : Wait for kioskd to be ready")
+            < tasks.index("kioskd_daemon : Remove the upstream token no longer used")
+            < tasks.index("kioskd_display : Create the kiosk user")), tasks  # still in the block (before the screen)
+    # The token is written before the settings that name it (a daemon restarted on them must find the file).
+    assert tasks.index("kioskd_daemon : Write the upstream token") < tasks.index(
+        "kioskd_daemon : Write /etc/kioskd/config.toml"), tasks
