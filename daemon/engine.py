@@ -37,6 +37,8 @@ from daemon.prefill.engine_prefill import Prefills, prefill_prompt
 from daemon.prefix_states import PrefixStates, common_prefix, model_identity
 from daemon.prompting import FittedPrompt, fit_prompt
 from daemon.settings import Settings
+from daemon.structured.grammar import answer_grammar
+from daemon.structured.qwen_tools import render_tools_into
 from daemon.textstream import StopMatcher, Utf8Assembler
 
 _LOGGER = logging.getLogger(__name__)
@@ -359,7 +361,7 @@ class LlamaEngine:
             return PrefillReport(skipped="not_ready")
         if time.monotonic() < self._yield_until:  # the kiosk's voice has the cores
             return PrefillReport(skipped="busy")
-        if draft and drafting_allowed(request.sampling):
+        if draft and drafting_allowed(request.sampling, answer_grammar(request)):
             return await self._prefills.run(lambda cancel: self._draft_now(request, cancel),
                                             drafting=lambda question: same_question(request, question))
         end = request.messages[-1].content if text_end is None else text_end
@@ -431,9 +433,16 @@ class LlamaEngine:
         stored prefix of it; shared by answers and prefills, so a prefill reads exactly what its answer would."""
         llm = self._llm
         self._contexts.switch(llm, request.conversation)
+        if request.sampling.seed is not None:
+            # A seeded answer must repeat exactly: its prompt is read the same way each time (from a stored prefix
+            # or from the start). Reusing whatever the context holds would compute the last logits in another
+            # batch shape, whose last bits differ, and at temperature > 0 the answer drifts.
+            llm.n_tokens = 0
         budget = min(request.sampling.max_tokens, self._settings.max_tokens)
         assert self._render is not None
-        fitted = fit_prompt(request.messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
+        # Tools, tool calls and tool turns as plain turns in Qwen2.5's format, which any chat template renders.
+        messages = render_tools_into(request.messages, request.tools, request.tool_choice)
+        fitted = fit_prompt(messages, self._render, llm.tokenize_prompt, llm.n_ctx(), budget)
         if self._prefixes is not None:
             self._prefixes.restore_longest(llm, fitted.tokens)
         return fitted, budget
@@ -448,10 +457,11 @@ class LlamaEngine:
         if self._settings.fault_engine_hang:  # Fault injection: a model thread stuck in native code.
             time.sleep(self._settings.fault_engine_hang)
         fitted, budget = self._prepare(request)
+        grammar = answer_grammar(request)
         draft, self._draft = self._draft, None
-        drafted = draft if draft is not None and draft.fits(fitted.tokens, s, llm) else None
+        drafted = draft if draft is not None and draft.fits(fitted.tokens, s, llm, grammar) else None
         decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise,
-                          drafted.tokens if drafted else (), drafted is not None and drafted.complete)
+                          drafted.tokens if drafted else (), drafted is not None and drafted.complete, grammar)
         assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
         pieces: list[str] = []
         for raw in decoder:

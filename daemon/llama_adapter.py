@@ -14,6 +14,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from daemon.messages import ChatMessage, EngineError, Finished, FinishReason, Sampling, Timings, Usage
 from daemon.settings import usable_cores
@@ -106,14 +107,16 @@ class Decoder:
 
     `drafted` are tokens a draft already sampled after `prompt` (daemon.prefill.draft; the context holds them):
     they are handed out first, then sampling goes on after them (`drafted_complete`: the draft ended the answer).
+    `grammar`: GBNF text every sampled token must follow (daemon.structured.grammar); "" for free text.
     When llama.cpp fails mid-answer the model's context is reset (it may hold a half-evaluated batch) and an
     EngineError is raised: the text handed out so far stays with the caller, and the next answer starts clean.
     """
 
     def __init__(self, llm: CountingLlama, prompt: list[int], sampling: Sampling,
                  cancel: threading.Event, budget: int, request_id: str = "", fault_after: int = 0,
-                 drafted: Sequence[int] = (), drafted_complete: bool = False) -> None:
+                 drafted: Sequence[int] = (), drafted_complete: bool = False, grammar: str = "") -> None:
         self._llm = llm
+        self._grammar = grammar
         self._request_id = request_id
         self._fault_after = fault_after
         self._prompt = prompt
@@ -161,8 +164,10 @@ class Decoder:
         if self._fault_after and not llm.fault_spent:
             llm.fault_countdown = self._fault_after + 1  # the prompt's evaluation, then one per answer token
         llm.sampler_history = self._drafted
+        grammar = checked_grammar(llm, self._grammar) if self._grammar else None
         tokens = llm.generate(self._prompt + self._drafted, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
-                              repeat_penalty=s.repeat_penalty, reset=True)
+                              repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
+                              presence_penalty=s.presence_penalty, reset=True, grammar=grammar)
         try:
             yield from self._sample(tokens, started)
         except Exception as exc:
@@ -217,6 +222,28 @@ class Decoder:
             if self.completion_tokens >= self._budget:
                 self.reason = "length"
                 return
+
+
+_CHECKED_GRAMMARS: dict[str, LlamaGrammar] = {}
+"""Grammars llama.cpp parsed once (model thread only): a forced call or schema repeats across requests."""
+GRAMMAR_CACHE = 32
+
+
+def checked_grammar(llm: CountingLlama, text: str) -> LlamaGrammar:
+    """`text` as a LlamaGrammar that llama.cpp accepts. llama-cpp-python hands the text straight to the sampler
+    chain, where a grammar llama.cpp cannot parse is a NULL sampler (a crash), so it is parsed here first."""
+    grammar = _CHECKED_GRAMMARS.get(text)
+    if grammar is not None:
+        return grammar
+    vocab = llm._model.vocab
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+    if not sampler:
+        raise EngineError("llama.cpp could not parse the answer's grammar")
+    llama_cpp.llama_sampler_free(sampler)
+    if len(_CHECKED_GRAMMARS) >= GRAMMAR_CACHE:
+        _CHECKED_GRAMMARS.pop(next(iter(_CHECKED_GRAMMARS)))
+    grammar = _CHECKED_GRAMMARS[text] = LlamaGrammar.from_string(text, verbose=False)
+    return grammar
 
 
 def finished_report(decoder: Decoder, reason: FinishReason, text: str, dropped: int, started: float,

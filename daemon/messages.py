@@ -31,6 +31,10 @@ class Sampling:
     repeat_penalty: float
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    frequency_penalty: float = 0.0
+    """OpenAI's: lowers a token's logit by this much per time it already appears in the answer (-2 to 2)."""
+    presence_penalty: float = 0.0
+    """OpenAI's: lowers a token's logit by this much once it appears in the answer at all (-2 to 2)."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from daemon.knowledge.answers import KnowledgeAnswer
 from daemon.knowledge.library import VenueKnowledge
 from daemon.knowledge.planning import Plan
 from daemon.messages import ChatMessage, EngineError, Finished, GenerationRequest
+from daemon.openai_calls import CallDeltas, whole_message
 from daemon.openai_schema import ApiError, ChatCompletionParams, decode_json, parse_chat_request
 from daemon.settings import Settings
+from daemon.structured.qwen_tools import tools_offered
 
 CREATED = int(time.time())
 
@@ -61,12 +63,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _stream(request, params, plan, completion_id)
     answer = KnowledgeAnswer(plan, _discard, None, fallback_for(settings, plan.lang))
     finished = await _run(request, params, answer, completion_id)
-    return web.json_response(_completion(request, completion_id, finished))
+    return web.json_response(_completion(request, completion_id, finished, params))
+
+
+def _calls_enabled(params: ChatCompletionParams) -> bool:
+    return tools_offered(params.tools, params.tool_choice)
 
 
 async def _plan(knowledge: VenueKnowledge, params: ChatCompletionParams, settings: Settings) -> Plan:
     """The venue knowledge's plan for the last question; the caller's own system message is kept (and a
-    grounded answer's section added to it)."""
+    grounded answer's section added to it).
+
+    A structured request (JSON asked for, tools offered, or a tool's result to answer) is answered by the model
+    alone: a venue FAQ or the fallback is fixed prose that would stand in for the JSON or the tool call, and a
+    grounded answer's check may retract the model's text and say a section's sentences instead (prose again)."""
+    if params.structured:
+        # The language only picks a fallback text, which an ordinary plan never says.
+        return Plan("ordinary", "en", system_prompt=params.messages[0].content)
     system = dataclasses.replace(settings, system_prompt=params.messages[0].content)
     previous = next((m.content for m in reversed(params.messages[:-1]) if m.role == "user"), "")
     return await knowledge.plan(params.messages[-1].content, system, previous)
@@ -91,7 +104,8 @@ async def _answer(request: web.Request, params: ChatCompletionParams, answer: Kn
     messages = (ChatMessage("system", answer.plan.system_prompt), *params.messages[1:])
     with client_generation(request):  # 429 for a client that already has its answer(s) running or waiting
         generation = request.app[ENGINE].generate(
-            GenerationRequest(messages, params.sampling, request_id=completion_id))
+            GenerationRequest(messages, params.sampling, request_id=completion_id, tools=params.tools,
+                              tool_choice=params.tool_choice, response_format=params.response_format))
         async with generation:  # Waits for the model (or raises Busy).
             async for piece in generation:
                 if not await answer.piece(piece):
@@ -117,11 +131,13 @@ def _finish_reason(finished: Finished) -> str:
     return "stop" if finished.reason == "stop" else "length"
 
 
-def _completion(request: web.Request, completion_id: str, finished: Finished) -> dict[str, Any]:
+def _completion(request: web.Request, completion_id: str, finished: Finished,
+                params: ChatCompletionParams) -> dict[str, Any]:
+    message, calls = whole_message(finished.text, _calls_enabled(params), params.parallel_tool_calls)
     return {
         **_base(request, completion_id, "chat.completion"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": finished.text},
-                     "logprobs": None, "finish_reason": _finish_reason(finished)}],
+        "choices": [{"index": 0, "message": message,
+                     "logprobs": None, "finish_reason": calls.finish_reason(_finish_reason(finished))}],
         "usage": _usage(finished),
         "timings": asdict(finished.timings),
         **_knowledge(finished),
@@ -136,6 +152,7 @@ async def _stream(request: web.Request, params: ChatCompletionParams, plan: Plan
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     base = _base(request, completion_id, "chat.completion.chunk")
     held: list[str] | None = [] if plan.kind == "grounded" else None
+    calls = CallDeltas(_calls_enabled(params), params.parallel_tool_calls)
 
     async def send(payload: dict[str, Any]) -> None:
         if not response.prepared:
@@ -146,14 +163,15 @@ async def _stream(request: web.Request, params: ChatCompletionParams, plan: Plan
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {**base, "choices": choices, **extra}
 
-    def delta(content: dict[str, str], finish: str | None = None) -> list[dict[str, Any]]:
+    def delta(content: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]
 
     async def on_piece(text: str) -> None:
         if held is not None:
             held.append(text)
         else:
-            await send(chunk(delta({"content": text})))
+            for piece in calls.feed(text):
+                await send(chunk(delta(piece)))
 
     async def on_retract() -> None:
         if held is not None:
@@ -173,7 +191,10 @@ async def _stream(request: web.Request, params: ChatCompletionParams, plan: Plan
         return response
     for text in held or ():
         await send(chunk(delta({"content": text})))
-    await send(chunk(delta({}, _finish_reason(finished)), timings=asdict(finished.timings), **_knowledge(finished)))
+    for piece in calls.flush():
+        await send(chunk(delta(piece)))
+    await send(chunk(delta({}, calls.finish_reason(_finish_reason(finished))), timings=asdict(finished.timings),
+                     **_knowledge(finished)))
     if params.include_usage:
         await send(chunk([], usage=_usage(finished)))
     await response.write(b"data: [DONE]\n\n")

@@ -8,27 +8,31 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from daemon.messages import ChatMessage, Role, Sampling
+from daemon.openai_fields import ApiError as ApiError
+from daemon.openai_fields import only_keys, typed
+from daemon.openai_tools import check_grammar, parse_response_format, parse_tool_calls, parse_tools
 from daemon.settings import Settings
 
-ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+                          "tool": "tool"}
 # Message fields OpenAI defines that carry nothing for a text-only model. Clients that echo a previous reply back
-# (the SDK's message objects) send them as null, so null is accepted; a value means a feature we lack (tools).
-NULL_MESSAGE_FIELDS = ("refusal", "tool_calls", "tool_call_id", "function_call", "audio", "annotations")
+# (the SDK's message objects) send them as null, so null is accepted; a value means a feature we lack.
+NULL_MESSAGE_FIELDS = ("refusal", "function_call", "audio", "annotations")
 INT64 = 2**63
 # llama.cpp keeps top_k in a C int; larger values would wrap around silently.
 MAX_TOP_K = 2**31 - 1
-
-
-class ApiError(Exception):
-    """A request the API refuses; rendered as an OpenAI-style error body."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str = "invalid_request", kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.param, self.code, self.kind = status, param, code, kind
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+# Request fields understood (`user` is accepted and ignored: it only tags a caller for OpenAI's abuse tracking;
+# `top_k` is llama.cpp's extension). Any other field is refused with a 400 naming it, never ignored.
+UNDERSTOOD = frozenset({
+    "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "temperature",
+    "top_p", "top_k", "seed", "stop", "tools", "tool_choice", "parallel_tool_calls", "response_format", "user",
+    "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs",
+})
+# OpenAI fields this server cannot honour; null means "not asked" and is accepted.
+UNSUPPORTED = frozenset({
+    "logit_bias", "functions", "function_call", "audio", "modalities", "prediction", "store", "metadata",
+    "service_tier", "reasoning_effort", "web_search_options", "verbosity", "prompt_cache_key", "safety_identifier",
+})
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class ChatCompletionParams:
     sampling: Sampling
     stream: bool
     include_usage: bool
+    tools: str = ""
+    """The structured-output fields as JSON text ("" when absent), as daemon.messages.GenerationRequest has them."""
+    tool_choice: str = ""
+    response_format: str = ""
+    parallel_tool_calls: bool = True
+    """False: only the answer's first tool call is passed on."""
+
+    @property
+    def structured(self) -> bool:
+        """The answer is JSON or may hold tool calls (tools offered, or a tool turn to answer)."""
+        offered = bool(self.tools) and self.tool_choice != '"none"'
+        return offered or bool(self.response_format) or self.messages[-1].role == "tool"
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -60,14 +76,35 @@ def decode_json(raw: bytes) -> object:
 def parse_chat_request(body: object, settings: Settings) -> ChatCompletionParams:
     if not isinstance(body, Mapping):
         raise ApiError(400, "the request body must be a JSON object")
+    _refuse_unknown(body)
     _typed(body, "model", str, None)  # Ignored (the loaded model answers), but OpenAI requires a string.
+    _typed(body, "user", str, None)
     messages = _messages(body.get("messages"))
     if messages[0].role != "system":
         messages = (ChatMessage("system", settings.system_prompt), *messages)
     stream = _typed(body, "stream", bool, False)
     if _typed(body, "n", int, 1) != 1:
         raise ApiError(400, "only n=1 is supported", param="n")
-    return ChatCompletionParams(messages, _sampling(body, settings), stream, _include_usage(body))
+    tools, tool_choice = parse_tools(body)
+    response_format = parse_response_format(body)
+    check_grammar(tools, tool_choice, response_format)
+    return ChatCompletionParams(messages, _sampling(body, settings), stream, _include_usage(body), tools,
+                                tool_choice, response_format, _typed(body, "parallel_tool_calls", bool, True))
+
+
+def _refuse_unknown(body: Mapping[str, Any]) -> None:
+    """A field this server does not act on is refused: silently ignoring it would be worse."""
+    for name, value in body.items():
+        if name in UNSUPPORTED and value is not None:
+            raise ApiError(400, f"'{name}' is not supported by this server", param=name)
+        if name not in UNDERSTOOD and name not in UNSUPPORTED:
+            raise ApiError(400, f"unknown field {name!r:.40} (not a chat-completion field this server supports)",
+                           param=name)
+    # Log-probabilities would need each token's logits read back out of llama-cpp-python's generate loop.
+    if _typed(body, "logprobs", bool, False):
+        raise ApiError(400, "'logprobs' is not supported by this server", param="logprobs")
+    if body.get("top_logprobs") is not None:
+        raise ApiError(400, "'top_logprobs' is not supported by this server", param="top_logprobs")
 
 
 def _include_usage(body: Mapping[str, Any]) -> bool:
@@ -84,9 +121,23 @@ def _messages(raw: object) -> tuple[ChatMessage, ...]:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "'messages' must be a non-empty array", param="messages")
     out = [_message(item, f"messages[{i}]") for i, item in enumerate(raw)]
-    if out[-1].role != "user":
-        raise ApiError(400, "the last message must come from the user", param="messages")
+    for i, message in enumerate(out):
+        if message.role == "tool" and message.tool_call_id not in _open_calls(out[:i]):
+            raise ApiError(400, f"messages[{i}] answers no tool call of the assistant turn before it",
+                           param=f"messages[{i}].tool_call_id")
+    if out[-1].role not in ("user", "tool"):
+        raise ApiError(400, "the last message must come from the user (or a tool)", param="messages")
     return tuple(out)
+
+
+def _open_calls(before: list[ChatMessage]) -> set[str]:
+    """The call ids a tool turn may answer: those of the assistant turn just before its run of tool turns."""
+    for message in reversed(before):
+        if message.role == "assistant":
+            return {call["id"] for call in json.loads(message.tool_calls or "[]")}
+        if message.role != "tool":
+            break
+    return set()
 
 
 def _message(item: object, where: str) -> ChatMessage:
@@ -95,17 +146,21 @@ def _message(item: object, where: str) -> ChatMessage:
     role = item.get("role")
     if not isinstance(role, str) or role not in ROLES:
         raise ApiError(400, f"{where}.role must be one of {', '.join(ROLES)}", param=f"{where}.role")
-    for key in item:
-        if key in ("role", "content"):
-            continue
-        if key == "name":  # A participant's name: accepted and ignored, as llama.cpp does.
-            _typed(item, "name", str, None, where=f"{where}.")
-        elif key not in NULL_MESSAGE_FIELDS:
-            # Unknown keys are refused rather than ignored: a misspelt field would otherwise vanish silently.
-            raise ApiError(400, f"{where} has an unknown field {key!r:.40}", param=f"{where}.{key}")
-        elif item[key] is not None:
+    only_keys(item, ("role", "content", "name", "tool_calls", "tool_call_id", *NULL_MESSAGE_FIELDS), where)
+    for key in NULL_MESSAGE_FIELDS:
+        if item.get(key) is not None:
             raise ApiError(400, f"{where}.{key} is not supported (text chat only)", param=f"{where}.{key}")
-    return ChatMessage(ROLES[role], _content(item.get("content"), f"{where}.content"))
+    _typed(item, "name", str, None, where=f"{where}.")  # A participant's name: accepted and ignored (llama.cpp too).
+    calls = parse_tool_calls(item.get("tool_calls"), f"{where}.tool_calls")
+    if calls and role != "assistant":
+        raise ApiError(400, f"{where}.tool_calls belong to an assistant turn", param=f"{where}.tool_calls")
+    call_id = _typed(item, "tool_call_id", str, "", where=f"{where}.")
+    if (role == "tool") != bool(call_id):
+        raise ApiError(400, f"{where}.tool_call_id is required on a tool turn, and only there",
+                       param=f"{where}.tool_call_id")
+    # An assistant turn that only called tools has no text (OpenAI's clients send null).
+    content = "" if calls and item.get("content") is None else _content(item.get("content"), f"{where}.content")
+    return ChatMessage(ROLES[role], content, tool_calls=calls, tool_call_id=call_id)
 
 
 def _content(raw: object, where: str) -> str:
@@ -136,6 +191,8 @@ def _sampling(body: Mapping[str, Any], settings: Settings) -> Sampling:
         max_tokens=min(max_tokens or default.max_tokens, settings.max_tokens),
         temperature=temperature, top_p=top_p, top_k=top_k, repeat_penalty=default.repeat_penalty,
         stop=_stops(body.get("stop")), seed=seed,
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
     )
 
 
@@ -160,20 +217,7 @@ def _stops(raw: object) -> tuple[str, ...]:
     raise ApiError(400, "'stop' must be a string or an array of at most 4 strings", param="stop")
 
 
-def _typed(body: Mapping[str, Any], name: str, kind: type, default: Any, *, where: str = "") -> Any:
-    """body[name] when it is a `kind` (null counts as absent); `where` prefixes the name of a nested field."""
-    value = body.get(name)
-    if value is None:
-        return default
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON has one number type: 1.0 is the integer 1 (and JSON Schema agrees).
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ApiError(400, f"'{where}{name}' must be of type {_TYPE_NAMES.get(kind, kind.__name__)}",
-                       param=where + name)
-    return value
-
-
-_TYPE_NAMES = {bool: "boolean", int: "integer", str: "string"}
+_typed = typed
 
 
 def _number(body: Mapping[str, Any], name: str, default: float, lo: float, hi: float) -> float:

@@ -31,6 +31,10 @@ class Case:
     chunked: bool = False
 
 
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+
+
 def with_user(**fields: Any) -> bytes:
     return json.dumps({"messages": USER, **fields}).encode()
 
@@ -52,14 +56,21 @@ CASES = [
     Case("messages [123]", messages([123]), "messages[0]"),
     Case("messages [{}]", messages([{}]), "messages[0].role"),
     Case("numeric role", messages([{"role": 1, "content": "hi"}]), "messages[0].role"),
-    Case("tool role", messages([{"role": "tool", "content": "hi"}]), "messages[0].role"),
+    Case("tool turn without tool_call_id", messages([{"role": "tool", "content": "hi"}]), "messages[0].tool_call_id"),
+    Case("tool turn answering no call", messages([*USER, {"role": "tool", "content": "{}", "tool_call_id": "c1"}]),
+         "messages[1].tool_call_id"),
+    Case("tool_call_id on a user turn", with_message(tool_call_id="c1"), "messages[0].tool_call_id"),
     Case("missing content", messages([{"role": "user"}]), "messages[0].content"),
     Case("null content", with_message(content=None), "messages[0].content"),
     Case("numeric content", with_message(content=5), "messages[0].content"),
     Case("image content part", with_message(content=[{"type": "image_url", "image_url": {"url": "x"}}]),
          "messages[0].content"),
     Case("unknown message field", with_message(contnet="typo"), "messages[0].contnet"),
-    Case("tool calls", with_message(tool_calls=[{"id": "1"}]), "messages[0].tool_calls"),
+    Case("tool call without a function", with_message(tool_calls=[{"id": "1"}]), "messages[0].tool_calls[0].function"),
+    Case("tool calls on a user turn", with_message(tool_calls=[CALL]), "messages[0].tool_calls"),
+    Case("tool call arguments not JSON", messages([{"role": "assistant", "tool_calls": [
+        {**CALL, "function": {"name": "f", "arguments": "{nope"}}]}, *USER]),
+         "messages[0].tool_calls[0].function.arguments"),
     Case("numeric name", with_message(name=5), "messages[0].name"),
     Case("second message bad", messages([*USER, "hi"]), "messages[1]"),
     Case("last from assistant", messages([{"role": "assistant", "content": "hi"}]), "messages"),
@@ -81,6 +92,39 @@ CASES = [
     Case("include_usage a string", with_user(stream_options={"include_usage": "yes"}),
          "stream_options.include_usage"),
     Case("model a number", with_user(model=5), "model"),
+    # fields this server does not act on: refused by name, never ignored
+    Case("an unknown field", with_user(frobnicate=1), "frobnicate"),
+    Case("logprobs", with_user(logprobs=True), "logprobs"),
+    Case("top_logprobs", with_user(top_logprobs=2), "top_logprobs"),
+    Case("logit_bias", with_user(logit_bias={"1": 5}), "logit_bias"),
+    Case("functions (the old tools)", with_user(functions=[{"name": "f"}]), "functions"),
+    Case("user a number", with_user(user=5), "user"),
+    *(Case(f"{name} {v!r}", with_user(**{name: v}), name)
+      for name in ("frequency_penalty", "presence_penalty") for v in (-2.5, 3, "1")),
+    # tools, tool_choice, response_format
+    Case("tools an object", with_user(tools=TOOL), "tools"),
+    Case("tool of another type", with_user(tools=[{"type": "retrieval"}]), "tools[0]"),
+    Case("tool without a function", with_user(tools=[{"type": "function"}]), "tools[0].function"),
+    Case("tool name with a space", with_user(tools=[{"type": "function", "function": {"name": "a b"}}]),
+         "tools[0].function.name"),
+    Case("tool parameters not an object schema", with_user(tools=[{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "string"}}}]), "tools[0].function.parameters"),
+    Case("unknown key in a function", with_user(tools=[{"type": "function", "function": {"name": "f", "x": 1}}]),
+         "tools[0].function.x"),
+    Case("a tool named twice", with_user(tools=[TOOL, TOOL]), "tools"),
+    Case("parallel_tool_calls a string", with_user(tools=[TOOL], parallel_tool_calls="no"), "parallel_tool_calls"),
+    Case("tool_choice unknown", with_user(tools=[TOOL], tool_choice="always"), "tool_choice"),
+    Case("tool_choice required without tools", with_user(tool_choice="required"), "tool_choice"),
+    Case("tool_choice names an unknown tool", with_user(tools=[TOOL], tool_choice={
+        "type": "function", "function": {"name": "g"}}), "tool_choice.function.name"),
+    Case("response_format a string", with_user(response_format="json"), "response_format"),
+    Case("response_format of another type", with_user(response_format={"type": "xml"}), "response_format"),
+    Case("json_schema without a name", with_user(response_format={"type": "json_schema", "json_schema": {
+        "schema": {}}}), "response_format.json_schema.name"),
+    Case("json_schema schema a list", with_user(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": []}}), "response_format.json_schema.schema"),
+    Case("json_schema the converter refuses", with_user(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"$ref": "#/definitions/missing"}}}), "response_format.json_schema.schema"),
     # the body
     Case("not JSON", b"{nope", None, "bad_json"),
     Case("empty body", b"", None, "bad_json"),
@@ -102,8 +146,9 @@ CASES = [
 
 # Accepted: the behaviour the refusals above must not spill into.
 ACCEPTED = [
-    Case("unknown top-level fields are ignored",
-         with_user(tools=[{"type": "function"}], logprobs=True, response_format={"type": "text"}, foo=1), None),
+    Case("fields asked not to be used", with_user(logprobs=False, top_logprobs=None, logit_bias=None, user="k7",
+                                                 response_format={"type": "text"}, tools=[TOOL], tool_choice="none",
+                                                 parallel_tool_calls=False, frequency_penalty=0.5), None),
     Case("OpenAI's null message fields", with_message(refusal=None, tool_calls=None, audio=None), None),
     Case("a participant name", with_message(name="visitor"), None),
     Case("no Content-Type", with_user(), None, headers={}),

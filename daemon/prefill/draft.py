@@ -11,7 +11,8 @@ what differs (the draft is then forgotten). A draft stops at the end of the firs
 the end of the answer, or when it is cancelled: a question for another text interrupts it at once, the question
 it drafted waits for it (it was writing that question's answer already).
 
-Seeded requests are not drafted: their tokens are to be the same with or without a draft.
+Seeded requests are not drafted: their tokens are to be the same with or without a draft. Nor are answers that
+follow a grammar (JSON, a forced tool call): a draft's sampler did not follow it.
 """
 
 from __future__ import annotations
@@ -51,17 +52,17 @@ class Draft:
     evaluated: int = 0
     """Prompt tokens the draft read."""
 
-    def fits(self, prompt: Sequence[int], sampling: Sampling, llm: Any) -> bool:
-        """Whether the answer to `prompt` can start with this draft: the same prompt and sampler, and the
-        context still as the draft left it."""
-        if tuple(prompt) != self.prompt or not drafting_allowed(sampling) or sampling != self.sampling:
+    def fits(self, prompt: Sequence[int], sampling: Sampling, llm: Any, grammar: str = "") -> bool:
+        """Whether the answer to `prompt` can start with this draft: the same prompt and sampler (no grammar),
+        and the context still as the draft left it."""
+        if tuple(prompt) != self.prompt or not drafting_allowed(sampling, grammar) or sampling != self.sampling:
             return False
         held = list(self.prompt) + list(self.tokens[:-1])
         return llm.n_tokens >= len(held) and [int(t) for t in llm.input_ids[: len(held)]] == held
 
 
-def drafting_allowed(sampling: Sampling) -> bool:
-    return sampling.seed is None
+def drafting_allowed(sampling: Sampling, grammar: str = "") -> bool:
+    return sampling.seed is None and not grammar
 
 
 def same_question(a: GenerationRequest, b: GenerationRequest) -> bool:

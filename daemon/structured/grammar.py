@@ -1,0 +1,75 @@
+"""The llama.cpp grammar (GBNF) an answer must follow: JSON for response_format, a tool call for a forced
+tool_choice. JSON Schemas become grammars through llama-cpp-python's own converter (the port of llama.cpp's
+json-schema-to-grammar), so what it supports is what llama-server supports."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from daemon.messages import GenerationRequest
+from daemon.structured.qwen_tools import CLOSE, OPEN
+
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# The converter names its top rule "root"; a forced call wraps it in the <tool_call> tags.
+_ROOT_RULE = re.compile(r"^root ::=", re.MULTILINE)
+
+
+class GrammarError(ValueError):
+    """A schema the converter cannot turn into a grammar; `param` is the request field it came from."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def answer_grammar(request: GenerationRequest) -> str:
+    """GBNF text for `request`'s answer, or "" when it is free text. A forced tool call wins over
+    response_format (the format is for text answers; a forced answer is a call). Raises GrammarError."""
+    choice = json.loads(request.tool_choice) if request.tool_choice else "auto"
+    if request.tools and (choice == "required" or isinstance(choice, dict)):
+        tools = json.loads(request.tools)
+        if isinstance(choice, dict):
+            tools = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
+        return tool_call_grammar(tools)
+    if request.response_format:
+        return response_grammar(json.loads(request.response_format))
+    return ""
+
+
+def response_grammar(response_format: dict[str, Any]) -> str:
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return _convert(ANY_OBJECT, "response_format")
+    if kind == "json_schema":
+        schema = response_format["json_schema"].get("schema") or ANY_OBJECT
+        return _convert(schema, "response_format.json_schema.schema")
+    return ""
+
+
+def tool_call_grammar(tools: list[dict[str, Any]]) -> str:
+    """`<tool_call>\\n{"name": "<one of tools>", "arguments": <its parameters>}\\n</tool_call>`, the name first
+    as Qwen2.5 writes it."""
+    calls = [{"type": "object",
+              "properties": {"name": {"const": t["function"]["name"]},
+                             "arguments": t["function"].get("parameters") or ANY_OBJECT},
+              "required": ["name", "arguments"]} for t in tools]
+    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    body = _ROOT_RULE.sub("tool-call ::=", _convert(schema, "tools", ["name", "arguments"]), count=1)
+    return f"root ::= {_literal(OPEN + chr(10))} tool-call {_literal(chr(10) + CLOSE)}\n{body}"
+
+
+def _convert(schema: dict[str, Any], param: str, order: list[str] | None = None) -> str:
+    # Imported here: llama_cpp loads the native library, which a daemon with only an upstream engine never needs.
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema), order))
+    except (ValueError, KeyError, TypeError, AssertionError, AttributeError, RecursionError) as exc:
+        raise GrammarError(f"the JSON schema cannot be turned into a grammar: {exc}", param) from None
+
+
+def _literal(text: str) -> str:
+    """A GBNF string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
