@@ -206,6 +206,8 @@ def test_a_failure_before_the_first_token_is_answered_by_the_local_model(local_m
             text = await metrics_text(served)
             assert metric(text, f'kioskd_engine_failovers_total{{reason="{reason}"}}') == 1
             assert metric(text, "kioskd_upstream_up") == 0
+            assert metric(text, 'kioskd_engine_answers_total{engine="local"}') == 1
+            assert metric(text, 'kioskd_engine_answers_total{engine="upstream"}') == 0
             turns = await stored_turns(served, answer.session)
             assert turns[-1]["status"] == "complete" and turns[-1]["content"] == answer.text
 
@@ -265,6 +267,8 @@ def test_the_upstream_is_used_again_once_its_health_check_answers(local_model: P
             assert len(upstream.seen) == 2
             text = await metrics_text(served)
             assert metric(text, "kioskd_upstream_up") == 1
+            assert metric(text, 'kioskd_engine_answers_total{engine="upstream"}') == 1
+            assert metric(text, 'kioskd_engine_answers_total{engine="local"}') == 1
 
     run(test())
 

@@ -116,17 +116,26 @@ class Metrics:
         for name, (doc, read) in gauges.items():
             Gauge(name, doc, registry=self.registry).set_function(read)
 
-    def follow_upstream(self, is_up: Callable[[], bool]) -> Callable[[str], None]:
-        """With ENGINE=upstream: a gauge of whether the upstream is up, and the failover counter whose `inc` by
-        reason is returned (for the engine to call)."""
+    def follow_upstream(self, is_up: Callable[[], bool]) -> None:
+        """With ENGINE=upstream: a gauge of whether the upstream is up, the failovers and the answers by engine
+        (told through `engine_failover` and `engine_answered`)."""
+        r = self.registry
         Gauge("kioskd_upstream_up", "1 while the upstream inference server answers (0: the local model or the "
-              "upstream_unavailable error answers)", registry=self.registry).set_function(lambda: int(is_up()))
-        failovers = Counter("kioskd_engine_failovers", "Times the upstream was marked down and questions left it, "
-                            "by reason (unreachable, refused, first_token_timeout, lost)", ["reason"],
-                            registry=self.registry)
+              "upstream_unavailable error answers)", registry=r).set_function(lambda: int(is_up()))
+        self._failovers = Counter("kioskd_engine_failovers", "Times the upstream was marked down and questions "
+                                  "left it, by reason", ["reason"], registry=r)
         for reason in ("unreachable", "refused", "first_token_timeout", "lost"):
-            failovers.labels(reason)
-        return lambda reason: failovers.labels(reason).inc()
+            self._failovers.labels(reason)
+        self._by_engine = Counter("kioskd_engine_answers", "Answers the model wrote, by the engine that wrote "
+                                  "them (upstream or local)", ["engine"], registry=r)
+        for engine in ("upstream", "local"):
+            self._by_engine.labels(engine)
+
+    def engine_failover(self, reason: str) -> None:
+        self._failovers.labels(reason).inc()
+
+    def engine_answered(self, engine: str) -> None:
+        self._by_engine.labels(engine).inc()
 
     @property
     def uptime_s(self) -> float:

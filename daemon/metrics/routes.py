@@ -44,7 +44,8 @@ def install(app: web.Application, settings: Settings, engine: ChatEngine) -> Non
         voice_available=lambda: VOICE in app and app[VOICE].status.available,
         model_loaded=lambda: engine.ready))
     if isinstance(engine, FailoverEngine):
-        engine.on_failover = metrics.follow_upstream(lambda: engine.upstream.up)
+        metrics.follow_upstream(lambda: engine.upstream.up)
+        engine.on_failover, engine.on_answer = metrics.engine_failover, metrics.engine_answered
     app[METRICS] = metrics
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/status", status)

@@ -22,6 +22,7 @@ from daemon.settings import Settings
 from daemon.upstream.engine import UpstreamEngine
 from daemon.upstream.errors import UpstreamFailure, UpstreamLost, UpstreamUnavailable
 from daemon.upstream.health import HealthFollower
+from daemon.upstream.stream import UpstreamGeneration
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class FailoverEngine:
         self.upstream, self.local = upstream, local
         self._health = HealthFollower(lambda: not upstream.up, upstream.check, settings.upstream_health_interval)
         self.on_failover: OnFailover = lambda reason: None
+        self.on_answer: Callable[[str], None] = lambda engine: None
+        """Told "upstream" or "local" for each answer the model finished (the metrics count them)."""
 
     @property
     def serving(self) -> str:
@@ -190,6 +193,7 @@ class FailoverGeneration(Generation):
             self._engine.failed("lost", str(exc))
             raise
         self.result = self._current.result
+        self._engine.on_answer("upstream" if isinstance(self._current, UpstreamGeneration) else "local")
 
     async def _fall_back(self, exc: UpstreamFailure) -> None:
         engine, failed = self._engine, self._current
