@@ -4,13 +4,15 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-page test-slow test-fleet lint bench setup-run setup-test
+.PHONY: run test test-page test-slow test-fleet test-upstream llama-server lint bench bench-upstream setup-run setup-test
 
 run: setup-run
 	$(BIN)/kioskd pull
 	$(BIN)/kioskd serve $(ARGS)
 
-test: setup-test lint test-page
+# The default run includes the suite against a real llama-server (mark `upstream`), so its binary is built first
+# (once per machine, minutes; cached in .cache/llama-server-*/), outside any test's time limit.
+test: setup-test lint test-page llama-server
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The kiosk page's own unit tests and type check (Vitest, vue-tsc); scripts/setup.sh installed its packages.
@@ -19,6 +21,14 @@ test-page:
 
 test-slow: setup-test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# Only the tests against a real llama.cpp llama-server on loopback (kioskd's upstream engine; tests/llama_server.py).
+test-upstream: setup-test llama-server
+	$(BIN)/pytest -m upstream $(PYTEST_ARGS)
+
+# llama.cpp's llama-server from the llama.cpp vendored in the pinned llama-cpp-python sdist.
+llama-server: setup-test
+	bash scripts/build_llama_server.sh >/dev/null
 
 # The fleet playbook against a container booted with systemd (root; see ansible/README.md).
 test-fleet: setup-test
@@ -32,6 +42,10 @@ bench: setup-test
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/kioskd pull
 	$(BIN)/python -m bench.bench_daemon --model "$$($(BIN)/kioskd pull)"
+
+# kioskd's upstream engine through a real llama-server on loopback against that server alone (docs/benchmarks.md).
+bench-upstream: setup-test llama-server
+	$(BIN)/python -m bench.bench_upstream --model "$$($(BIN)/kioskd pull)"
 
 setup-run:
 	bash scripts/setup.sh run
