@@ -8,13 +8,14 @@ import urllib.request
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import TEST_MODEL, pulled_model
 from tests.llama_server import LlamaServer
 
 pytestmark = pytest.mark.upstream
 
-QUESTION = [{"role": "user", "content": "Name three colours."}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name three colours."}]
 
 
 def _streamed_answer(server: LlamaServer, max_tokens: int = 24) -> tuple[str, str | None, int]:
@@ -22,7 +23,7 @@ def _streamed_answer(server: LlamaServer, max_tokens: int = 24) -> tuple[str, st
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
     text, finish, pieces = "", None, 0
     stream = client.chat.completions.create(
-        model="any", messages=QUESTION, stream=True, max_tokens=max_tokens, temperature=0  # type: ignore[arg-type]
+        model="any", messages=QUESTION, stream=True, max_tokens=max_tokens, temperature=0
     )
     for chunk in stream:
         if not chunk.choices:
