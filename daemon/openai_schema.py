@@ -151,11 +151,11 @@ def _message(item: object, where: str) -> ChatMessage:
         if item.get(key) is not None:
             raise ApiError(400, f"{where}.{key} is not supported (text chat only)", param=f"{where}.{key}")
     _typed(item, "name", str, None, where=f"{where}.")  # A participant's name: accepted and ignored (llama.cpp too).
-    calls = parse_tool_calls(item.get("tool_calls"), f"{where}.tool_calls")
-    if calls and role != "assistant":
+    if item.get("tool_calls") is not None and role != "assistant":
         raise ApiError(400, f"{where}.tool_calls belong to an assistant turn", param=f"{where}.tool_calls")
+    calls = parse_tool_calls(item.get("tool_calls"), f"{where}.tool_calls")
     call_id = _typed(item, "tool_call_id", str, "", where=f"{where}.")
-    if (role == "tool") != bool(call_id):
+    if (role == "tool") != bool(call_id) or (role != "tool" and item.get("tool_call_id") is not None):
         raise ApiError(400, f"{where}.tool_call_id is required on a tool turn, and only there",
                        param=f"{where}.tool_call_id")
     # An assistant turn that only called tools has no text (OpenAI's clients send null).

@@ -125,11 +125,9 @@ def parse_tool_calls(raw: object, where: str) -> str:
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str) \
                 or not isinstance(function.get("arguments"), str):
             raise ApiError(400, f"{at}.function must have a string name and arguments", param=f"{at}.function")
+        # Arguments that are not JSON are kept as they were: a model's own call may be broken JSON, and a client
+        # that sends the conversation back must not be refused for it.
         only_keys(function, ("name", "arguments"), f"{at}.function")
-        try:
-            json.loads(function["arguments"])
-        except ValueError:
-            raise ApiError(400, f"{at}.function.arguments is not JSON", param=f"{at}.function.arguments") from None
         calls.append({"id": call_id or f"call_{i}", "type": "function",
                       "function": {"name": function["name"], "arguments": function["arguments"]}})
     return json.dumps(calls, ensure_ascii=False) if calls else ""

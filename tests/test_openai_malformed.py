@@ -68,9 +68,10 @@ CASES = [
     Case("unknown message field", with_message(contnet="typo"), "messages[0].contnet"),
     Case("tool call without a function", with_message(tool_calls=[{"id": "1"}]), "messages[0].tool_calls[0].function"),
     Case("tool calls on a user turn", with_message(tool_calls=[CALL]), "messages[0].tool_calls"),
-    Case("tool call arguments not JSON", messages([{"role": "assistant", "tool_calls": [
-        {**CALL, "function": {"name": "f", "arguments": "{nope"}}]}, *USER]),
-         "messages[0].tool_calls[0].function.arguments"),
+    Case("tool call arguments not a string", messages([{"role": "assistant", "tool_calls": [
+        {**CALL, "function": {"name": "f", "arguments": {}}}]}, *USER]), "messages[0].tool_calls[0].function"),
+    Case("assistant turn with neither text nor calls", messages([{"role": "assistant", "content": None}, *USER]),
+         "messages[0].content"),
     Case("numeric name", with_message(name=5), "messages[0].name"),
     Case("second message bad", messages([*USER, "hi"]), "messages[1]"),
     Case("last from assistant", messages([{"role": "assistant", "content": "hi"}]), "messages"),
@@ -151,6 +152,10 @@ ACCEPTED = [
                                                  parallel_tool_calls=False, frequency_penalty=0.5), None),
     Case("OpenAI's null message fields", with_message(refusal=None, tool_calls=None, audio=None), None),
     Case("a participant name", with_message(name="visitor"), None),
+    Case("a tool turn answering the call before it, arguments not JSON", messages([
+        *USER, {"role": "assistant", "content": None, "tool_calls": [
+            {**CALL, "function": {"name": "f", "arguments": "{broken"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}, *USER]), None),
     Case("no Content-Type", with_user(), None, headers={}),
     Case("JSON with a charset", with_user(), None, headers={"Content-Type": "application/json; charset=utf-8"}),
     Case("null sampling fields take the defaults", with_user(temperature=None, max_tokens=None, stop=None), None),

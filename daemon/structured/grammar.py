@@ -12,6 +12,13 @@ from daemon.messages import GenerationRequest
 from daemon.structured.qwen_tools import CLOSE, OPEN
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+MAX_COUNT = 500
+"""Largest length or item count a schema may ask for: the converter (and llama.cpp's grammar parser after it)
+writes a bounded repetition out once per item, so {"minItems": 10**9} would exhaust memory."""
+MAX_GRAMMAR_CHARS = 256 * 1024
+COUNT_KEYS = frozenset({"minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties",
+                        "minContains", "maxContains"})
+_REGEX_COUNT = re.compile(r"\{\s*(\d+)")
 # The converter names its top rule "root"; a forced call wraps it in the <tool_call> tags.
 _ROOT_RULE = re.compile(r"^root ::=", re.MULTILINE)
 
@@ -64,10 +71,30 @@ def _convert(schema: dict[str, Any], param: str, order: list[str] | None = None)
     # Imported here: llama_cpp loads the native library, which a daemon with only an upstream engine never needs.
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    if (count := _largest_count(schema)) > MAX_COUNT:
+        raise GrammarError(f"the JSON schema asks for {count} items or characters; at most {MAX_COUNT} are "
+                           "supported", param)
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema), order))
-    except (ValueError, KeyError, TypeError, AssertionError, AttributeError, RecursionError) as exc:
-        raise GrammarError(f"the JSON schema cannot be turned into a grammar: {exc}", param) from None
+        grammar = str(json_schema_to_gbnf(json.dumps(schema), order))
+    except (ValueError, KeyError, TypeError, AssertionError, AttributeError, IndexError, RecursionError) as exc:
+        raise GrammarError(f"the JSON schema cannot be turned into a grammar: {exc!s:.200}", param) from None
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise GrammarError("the JSON schema makes too large a grammar", param)
+    return grammar
+
+
+def _largest_count(value: Any, depth: int = 0) -> int:
+    """The largest length/count keyword (or regex repetition) anywhere in a schema."""
+    if depth > 64:
+        return 0  # The converter's own recursion limit refuses a deeper one.
+    if isinstance(value, dict):
+        counts = [int(min(v, 10**9)) for k, v in value.items() if k in COUNT_KEYS and isinstance(v, int | float)]
+        if isinstance(pattern := value.get("pattern"), str):
+            counts += [int(n[:10]) for n in _REGEX_COUNT.findall(pattern)]
+        return max([0, *counts, *(_largest_count(v, depth + 1) for v in value.values())])
+    if isinstance(value, list):
+        return max([0, *(_largest_count(v, depth + 1) for v in value)])
+    return 0
 
 
 def _literal(text: str) -> str:
