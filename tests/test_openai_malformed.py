@@ -66,7 +66,9 @@ CASES = [
     Case("image content part", with_message(content=[{"type": "image_url", "image_url": {"url": "x"}}]),
          "messages[0].content"),
     Case("unknown message field", with_message(contnet="typo"), "messages[0].contnet"),
-    Case("tool call without a function", with_message(tool_calls=[{"id": "1"}]), "messages[0].tool_calls[0].function"),
+    Case("tool call without a function", messages([{"role": "assistant", "tool_calls": [{"id": "1"}]}, *USER]),
+         "messages[0].tool_calls[0].function"),
+    Case("tool_calls null is fine, [] on a user turn is not", with_message(tool_calls=[]), "messages[0].tool_calls"),
     Case("tool calls on a user turn", with_message(tool_calls=[CALL]), "messages[0].tool_calls"),
     Case("tool call arguments not a string", messages([{"role": "assistant", "tool_calls": [
         {**CALL, "function": {"name": "f", "arguments": {}}}]}, *USER]), "messages[0].tool_calls[0].function"),
