@@ -198,6 +198,10 @@ def test_a_host_name_upstream_is_allowed_by_the_addresses_given(tmp_path: Path) 
     ({"kioskd_daemon_engine": "remote"}, "kioskd_daemon_engine must be local or upstream (it is remote)"),
     ({**UPSTREAM, "kioskd_daemon_upstream_first_token_timeout": 0}, "must be seconds above 0"),
     ({**UPSTREAM, "kioskd_daemon_upstream_parallel": "many"}, "kioskd_daemon_upstream_parallel a whole number"),
+    ({**UPSTREAM, "kioskd_daemon_upstream_allowed_ips": "10.0.0.5"},
+     "kioskd_daemon_upstream_allowed_ips must be a list of IP addresses or prefixes"),
+    ({**UPSTREAM, "kioskd_daemon_upstream_allowed_ips": ["gpu.building-a.example"]},
+     "kioskd_daemon_upstream_allowed_ips must be a list of IP addresses or prefixes"),
     ({**UPSTREAM, "kioskd_daemon_upstream_url": "http://gpu.building-a.example:8080/v1"},
      "names the host gpu.building-a.example, and the kioskd unit allows only the addresses it is given"),
 ])
