@@ -4,13 +4,16 @@ and the OpenAI response shapes the API layer builds from a scripted engine's tex
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
 
-from daemon.messages import ChatMessage, GenerationRequest, Sampling
+from daemon.messages import ChatMessage, EngineError, GenerationRequest, Sampling
 from daemon.openai_calls import CallDeltas, whole_message
+from daemon.prefill.draft import Draft, drafting_allowed
 from daemon.structured.grammar import GrammarError, answer_grammar
 from daemon.structured.qwen_tools import ToolCall, ToolCallSplitter, render_tools_into, tools_offered
 from tests.fakes import ScriptedEngine
@@ -178,3 +181,26 @@ def test_without_tools_the_text_is_left_alone(start: Start) -> None:  # noqa: F8
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
                                        extra_body={"frobnicate": 1})
+
+
+def test_no_draft_follows_a_grammar() -> None:
+    """A draft's sampler followed no grammar, so an answer that must follow one never starts from a draft."""
+    sampling = Sampling(10, 0.0, 1.0, 0, 1.0)
+    assert drafting_allowed(sampling) and not drafting_allowed(sampling, 'root ::= "{}"')
+    draft = Draft((1, 2), (3,), sampling, complete=False)
+
+    context = SimpleNamespace(n_tokens=2, input_ids=[1, 2])  # the live context as the draft left it
+    assert draft.fits([1, 2], sampling, context)
+    assert not draft.fits([1, 2], sampling, context, 'root ::= "{}"')
+
+
+def test_a_grammar_llama_cpp_cannot_parse_is_an_engine_error(test_model: Path) -> None:
+    from daemon.llama_adapter import checked_grammar, load_llama
+
+    llm = load_llama(test_model, n_ctx=256, n_batch=64, threads=1, threads_batch=1)
+    try:
+        with pytest.raises(EngineError, match="grammar"):
+            checked_grammar(llm, 'root ::= "a" undefined-rule')  # a NULL sampler would crash the daemon
+        assert checked_grammar(llm, 'root ::= "a"') is checked_grammar(llm, 'root ::= "a"')  # parsed once
+    finally:
+        llm.close()
