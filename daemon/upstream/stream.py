@@ -130,7 +130,8 @@ class UpstreamGeneration(Generation):
         except asyncio.CancelledError:
             pass  # cancel(): the iterator ends with reason "cancelled"
         except Exception as exc:  # handed to the iterator, which raises it in the caller's task
-            self._items.put_nowait(self._failure(exc))
+            if not self._cancelled:  # closing the response on cancel may surface as a connection error
+                self._items.put_nowait(self._failure(exc))
         finally:
             if self._response is not None:
                 self._response.close()
