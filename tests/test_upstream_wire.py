@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.messages import ChatMessage, GenerationRequest, Sampling
+from daemon.gate import ModelGate
+from daemon.messages import Busy, ChatMessage, GenerationRequest, Sampling
 from daemon.settings import Settings, SettingsError, describe, load_settings
 from daemon.upstream.engine import UpstreamEngine
 from daemon.upstream.wire import ToolCallText, request_body
@@ -121,3 +122,28 @@ def test_upstream_settings_come_from_the_environment_and_never_show_the_token(tm
     assert (settings.engine, settings.upstream_url, settings.upstream_model, settings.upstream_parallel,
             settings.upstream_fallback) == ("upstream", "https://gpu.lan/v1", "m", 4, False)
     assert "s3cret-value" not in repr(describe(settings)) and "s3cret-value" not in repr(settings)
+
+
+# ---- the gate with several holders ----
+
+def test_a_gate_with_holders_admits_that_many_then_queues_in_order() -> None:
+    async def test() -> None:
+        gate = ModelGate(max_waiting=1, holders=2)
+        await gate.acquire()
+        assert not gate.busy
+        await gate.acquire()
+        assert gate.busy and gate.holding == 2
+        positions: list[int] = []
+        third = asyncio.create_task(gate.acquire(positions.append))
+        await asyncio.sleep(0)
+        assert positions == [1] and gate.waiting == 1
+        with pytest.raises(Busy):
+            await gate.acquire()  # the line (1) is full
+        gate.release()
+        await asyncio.wait_for(third, 1)
+        assert gate.holding == 2
+        gate.release()
+        gate.release()
+        assert gate.holding == 0 and not gate.busy
+
+    asyncio.run(test())
