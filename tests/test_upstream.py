@@ -5,6 +5,7 @@ stream, failover before the first token, an answer lost mid-way, recovery, and n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import tempfile
@@ -393,5 +394,30 @@ def test_queue_admits_upstream_parallel_answers_at_once() -> None:
             took = time.perf_counter() - started
             assert all(a.text == "abc" for a in answers)
             assert 1.5 < took < 2.8, took  # two at once (~0.9 s), the third after them (~0.9 s more)
+
+    run(test())
+
+
+def test_upstream_tool_calls_reach_an_openai_client_as_tool_calls() -> None:
+    tool: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+    async def test() -> None:
+        reply = Reply(pieces=(), tool_calls=(("get_weather", ('{"city": ', '"Paris"}')),))
+        async with stand_in(replies=[reply, dataclasses.replace(reply)]) as upstream, \
+                kiosk(upstream.url, None) as (served, _):
+            client = openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0, timeout=10)
+            question: Any = [{"role": "user", "content": "Weather in Paris?"}]
+            whole = await client.chat.completions.create(model="any", messages=question, tools=[tool])
+            calls = whole.choices[0].message.tool_calls or []
+            assert whole.choices[0].finish_reason == "tool_calls"
+            assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
+                ("get_weather", {"city": "Paris"})]
+            stream = await client.chat.completions.create(model="any", messages=question, tools=[tool], stream=True)
+            names = [call.function.name async for chunk in stream if chunk.choices
+                     for call in chunk.choices[0].delta.tool_calls or () if call.function and call.function.name]
+            assert names == ["get_weather"]
+            await client.close()
+        assert upstream.seen[0].body["tools"] == [tool]
 
     run(test())
