@@ -23,6 +23,8 @@ def _engine_error(exc: EngineError, retry_after: int) -> tuple[ApiError, dict[st
         return ApiError(503, str(exc), code=exc.code, kind="server_loading"), {"Retry-After": str(retry_after)}
     if isinstance(exc, PromptTooLong):
         return ApiError(400, str(exc), code=exc.code, param="messages"), {}
+    if exc.code == "upstream_refused":  # The upstream server found the question itself wrong (its 400/422).
+        return ApiError(400, str(exc), code=exc.code), {}
     return ApiError(500, str(exc), code=exc.code, kind="server_error"), {}
 
 

@@ -337,12 +337,15 @@ def test_without_a_fallback_a_refusal_before_text_is_upstream_unavailable() -> N
 
 def test_a_question_the_upstream_rejects_is_not_a_failover(local_model: Path) -> None:
     async def test() -> None:
-        async with stand_in(replies=[Reply(refuse=400, message="bad tools")]) as upstream, \
+        async with stand_in(replies=[Reply(refuse=400, message="bad tools")] * 2) as upstream, \
                 kiosk(upstream.url, local_model) as (served, engine), screen(served) as (ws, _):
             answer = await ask(ws, "Hi")
             assert answer.error is not None and answer.error["code"] == "upstream_refused"
             assert "bad tools" in answer.error["message"]
             assert engine.upstream.up
+            status, body = await request_json(served, "POST", "/v1/chat/completions",
+                                              json={"messages": [{"role": "user", "content": "Hi"}]})
+            assert status == 400 and body["error"]["code"] == "upstream_refused"  # the caller's fault, not ours
 
     run(test())
 

@@ -33,7 +33,7 @@ def tool_request() -> GenerationRequest:
                 ChatMessage("assistant", "", tool_calls=CALLS),
                 ChatMessage("tool", "{\"temp\": 21}", tool_call_id="call_1"),
                 ChatMessage("user", "And tomorrow?"))
-    return GenerationRequest(messages, sampling(stop=("END",), seed=3), tools=TOOLS,
+    return GenerationRequest(messages, sampling(stop=("END",), seed=3, presence_penalty=0.5), tools=TOOLS,
                              tool_choice=json.dumps("required"),
                              response_format=json.dumps({"type": "json_object"}))
 
@@ -48,11 +48,13 @@ def test_the_request_body_carries_tool_turns_and_the_openai_fields_as_given() ->
     assert body["response_format"] == {"type": "json_object"}
     assert (body["stop"], body["seed"], body["max_tokens"], body["temperature"], body["top_p"]) == (
         ["END"], 3, 40, 0.2, 0.9)
+    assert body["presence_penalty"] == 0.5 and "frequency_penalty" not in body  # 0 is the default: not sent
 
 
 def test_absent_fields_are_not_sent() -> None:
     body = request_body(GenerationRequest((ChatMessage("user", "Hi"),), sampling()), "")
-    assert not {"model", "stop", "seed", "tools", "tool_choice", "response_format"} & set(body)
+    assert not {"model", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty",
+                "presence_penalty"} & set(body)
 
 
 def test_streamed_tool_call_fragments_become_one_qwen_block_per_call() -> None:

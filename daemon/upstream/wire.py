@@ -36,6 +36,9 @@ def request_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["stop"] = list(sampling.stop)
     if sampling.seed is not None:
         body["seed"] = sampling.seed
+    for penalty in ("frequency_penalty", "presence_penalty"):
+        if value := getattr(sampling, penalty):  # 0 is OpenAI's default: sent only when asked for
+            body[penalty] = value
     for name in ("tools", "tool_choice", "response_format"):
         if text := getattr(request, name):
             body[name] = json.loads(text)
