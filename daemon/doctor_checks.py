@@ -68,6 +68,8 @@ def fail(name: str, message: str) -> Check:
 # ---- model ----
 
 def check_model(settings: Settings) -> Check:
+    if not needs_local_model(settings):
+        return ok("model", f"no local model: every answer comes from the upstream {settings.upstream_url}")
     try:
         path = resolve_model_path(settings)
     except ProvisionError as exc:
@@ -189,8 +191,15 @@ def check_memory(settings: Settings) -> Check:
     return memory_verdict(available, model_bytes(settings))
 
 
+def needs_local_model(settings: Settings) -> bool:
+    """False only for an upstream kiosk without a local fallback (a board too small for a model)."""
+    return settings.engine == "local" or settings.upstream_fallback
+
+
 def model_bytes(settings: Settings) -> int:
     """The model's size: the file's, or the catalogue's when it is not pulled yet (0 when unknown)."""
+    if not needs_local_model(settings):
+        return 0
     with contextlib.suppress(OSError, ProvisionError):
         return resolve_model_path(settings).stat().st_size
     entry = CATALOGUE.get(settings.model_name)

@@ -100,6 +100,17 @@ def test_missing_model_fails_naming_it(tmp_path: Path) -> None:
     assert model_line.startswith("FAIL") and str(missing) in model_line
 
 
+def test_an_upstream_kiosk_without_fallback_needs_no_model(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model.gguf"
+    upstream = ["--engine", "upstream", "--upstream-url", "http://127.0.0.1:9/v1"]
+    code, out = run_doctor(*base_args(tmp_path, missing), "--voice", "false", *upstream, "--upstream-fallback", "false")
+    model_line = next(line for line in out.splitlines() if line.split()[1] == "model")
+    assert model_line.startswith("OK") and "upstream http://127.0.0.1:9/v1" in model_line, out
+    code, out = run_doctor(*base_args(tmp_path, missing), "--voice", "false", *upstream)  # the fallback is on
+    model_line = next(line for line in out.splitlines() if line.split()[1] == "model")
+    assert code == 1 and model_line.startswith("FAIL") and str(missing) in model_line
+
+
 def test_invalid_setting_is_a_failed_check(tmp_path: Path) -> None:
     code, checks = run_json("--port", "0", "--state-dir", str(tmp_path))
     assert code == 1
