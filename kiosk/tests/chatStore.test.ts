@@ -230,6 +230,18 @@ describe('errors', () => {
     expect(last(state).state).toBe('error')
   })
 
+  it('upstream_unavailable marks the model as not ready; upstream_lost does not', () => {
+    chat.ask(state, 'q')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'error', code: 'upstream_lost', message: '' })
+    expect(state.ready).not.toBe(false)
+    chat.ask(state, 'again')
+    recv(state, { type: 'session', session: 's' })
+    recv(state, { type: 'error', code: 'upstream_unavailable', message: '' })
+    expect(state.ready).toBe(false)
+    expect(last(state).state).toBe('error')
+  })
+
   it('a refusal after the session frame does not end the running answer', () => {
     chat.ask(state, 'q')
     recv(state, { type: 'session', session: 's' })

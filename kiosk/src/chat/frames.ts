@@ -147,7 +147,8 @@ function onDone(state: ChatState, done: DoneFrame): ClientFrame[] {
 }
 
 function onError(state: ChatState, code: string, retryAfter: number | null, message: string): ClientFrame[] {
-  if (code === 'model_loading') state.ready = false
+  // Nothing can answer now (still loading, or an upstream server down with no local model): wait for /readyz.
+  if (code === 'model_loading' || code === 'upstream_unavailable') state.ready = false
   const flight = state.flight
   const aboutFlight = flight !== null && !NEVER_ABOUT_CHAT.has(code) && (!REFUSALS.has(code) || flight.awaitingSession)
   const note = notice(code, retryAfter, message || null)
