@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from daemon import chat_ws, health, kiosk_page, openai_api, security, sessions_api
+from daemon import chat_ws, health, kiosk_page, security, sessions_api
 from daemon.appkeys import (
     CONVERSATIONS,
     ENGINE,
@@ -29,6 +29,7 @@ from daemon.history import IN_MEMORY, History
 from daemon.knowledge.library import VenueKnowledge
 from daemon.metrics import routes as metrics_routes
 from daemon.middlewares import json_errors
+from daemon.openai_compat import routes as openai_api
 from daemon.retention import purge_periodically
 from daemon.settings import LiveSettings, Settings, describe
 from daemon.visits import OperatorAccess, VisitKeeper, operator_api

@@ -32,7 +32,7 @@ from daemon.frames import (
 )
 from daemon.history import HistoryError, NoSuchSession, Turn
 from daemon.messages import Busy, EngineError, Finished, PrefillReport, Timings, Usage
-from daemon.openai_schema import ApiError
+from daemon.openai_compat.schema import ApiError
 from daemon.prefill import STABLE_S, SpeechPrefill
 from daemon.screen_voice import ScreenVoice
 from daemon.security import is_loopback

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from daemon.appkeys import ENGINE, SETTINGS
 from daemon.gate import TooManyGenerations
-from daemon.openai_schema import ApiError
+from daemon.openai_compat.schema import ApiError
 from daemon.security import is_loopback
 
 

@@ -9,7 +9,7 @@ from aiohttp.typedefs import Handler
 
 from daemon.appkeys import METRICS, SETTINGS
 from daemon.messages import Busy, EngineError, ModelNotReady, PromptTooLong, ShuttingDown
-from daemon.openai_schema import ApiError
+from daemon.openai_compat.schema import ApiError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from daemon.appkeys import METRICS
-from daemon.openai_schema import ApiError
+from daemon.openai_compat.schema import ApiError
 from daemon.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)

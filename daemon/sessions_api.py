@@ -15,8 +15,8 @@ from aiohttp import web
 
 from daemon.appkeys import HISTORY, OPERATOR, VISITS
 from daemon.history import HistoryStore, NoSuchSession, SessionSummary, Turn
-from daemon.openai_api import read_json
-from daemon.openai_schema import ApiError
+from daemon.openai_compat.routes import read_json
+from daemon.openai_compat.schema import ApiError
 from daemon.security import has_api_token
 from daemon.visits.operator_api import OPERATOR_HEADER
 

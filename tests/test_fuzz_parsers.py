@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.frames import CancelFrame, ChatFrame, ClientFrame, FrameError, ListenFrame, SpeechFrame, parse_client_frame
-from daemon.openai_schema import ROLES, ApiError, decode_json, parse_chat_request
+from daemon.openai_compat.schema import ROLES, ApiError, decode_json, parse_chat_request
 from daemon.settings import FIELDS, Settings, SettingsError, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from daemon.messages import ChatMessage, EngineError, GenerationRequest, Sampling
-from daemon.openai_calls import CallDeltas, whole_message
+from daemon.openai_compat.calls import CallDeltas, whole_message
 from daemon.prefill.draft import Draft, drafting_allowed
 from daemon.structured.grammar import GrammarError, answer_grammar
 from daemon.structured.qwen_tools import ToolCall, ToolCallSplitter, render_tools_into, tools_offered

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from daemon.appkeys import OPERATOR
-from daemon.openai_api import read_json
-from daemon.openai_schema import ApiError
+from daemon.openai_compat.routes import read_json
+from daemon.openai_compat.schema import ApiError
 from daemon.visits.operator import OperatorRefusal
 
 OPERATOR_HEADER = "X-Kioskd-Operator"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from daemon.messages import ChatMessage, Role, Sampling
-from daemon.openai_fields import ApiError as ApiError
-from daemon.openai_fields import only_keys, typed
-from daemon.openai_tools import check_grammar, parse_response_format, parse_tool_calls, parse_tools
+from daemon.openai_compat.fields import ApiError as ApiError
+from daemon.openai_compat.fields import only_keys, typed
+from daemon.openai_compat.tools import check_grammar, parse_response_format, parse_tool_calls, parse_tools
 from daemon.settings import Settings
 
 ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.openai_fields import ApiError, only_keys, typed
+from daemon.openai_compat.fields import ApiError, only_keys, typed
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TOOLS = 128

@@ -18,8 +18,8 @@ from daemon.knowledge.answers import KnowledgeAnswer
 from daemon.knowledge.library import VenueKnowledge
 from daemon.knowledge.planning import Plan
 from daemon.messages import ChatMessage, EngineError, Finished, GenerationRequest
-from daemon.openai_calls import CallDeltas, whole_message
-from daemon.openai_schema import ApiError, ChatCompletionParams, decode_json, parse_chat_request
+from daemon.openai_compat.calls import CallDeltas, whole_message
+from daemon.openai_compat.schema import ApiError, ChatCompletionParams, decode_json, parse_chat_request
 from daemon.settings import Settings
 from daemon.structured.qwen_tools import tools_offered
 
