@@ -150,7 +150,8 @@ def test_readyz_is_503_until_the_model_is_loaded(test_model: Path,
             time.sleep(0.05)
     assert status == 200, "the loop answers while the model loads"
     status, body = d.get("/readyz")
-    assert status == 503 and json.loads(body) == {"status": "loading", "version": daemon_version}
+    assert status == 503 and json.loads(body) == {"status": "loading", "version": daemon_version,
+                                                  "engine": {"kind": "local", "serving": "local"}}
     d.wait_ready()
     assert d.get("/readyz")[0] == 200
 
