@@ -24,7 +24,7 @@ from daemon.appkeys import (
     OpenSockets,
 )
 from daemon.conversation import Conversations
-from daemon.engine import ChatEngine
+from daemon.generation import ChatEngine
 from daemon.history import IN_MEMORY, History
 from daemon.knowledge.library import VenueKnowledge
 from daemon.metrics import routes as metrics_routes

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from daemon.conversation import Conversations
-from daemon.engine import ChatEngine
+from daemon.generation import ChatEngine
 from daemon.history import History
 from daemon.knowledge.library import VenueKnowledge
 from daemon.metrics.instruments import Metrics

@@ -11,7 +11,6 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from daemon.appkeys import CONVERSATIONS, ENGINE, METRICS, OPERATOR, SETTINGS, SOCKETS, VISITS, VOICE
-from daemon.engine import Generation, reporting_queue_position
 from daemon.frames import (
     CancelFrame,
     ChatFrame,
@@ -30,6 +29,7 @@ from daemon.frames import (
     VisitFrame,
     parse_client_frame,
 )
+from daemon.generation import Generation, reporting_queue_position
 from daemon.history import HistoryError, NoSuchSession, Turn
 from daemon.messages import Busy, EngineError, Finished, PrefillReport, Timings, Usage
 from daemon.openai_compat.schema import ApiError

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from daemon.context_cache import DRAFT
-from daemon.engine import ChatEngine, Generation
+from daemon.generation import ChatEngine, Generation
 from daemon.history import History, HistoryStore, NoSuchSession, Turn, TurnRef, TurnStatus
 from daemon.knowledge.answers import KnowledgeAnswer, OnRetract
 from daemon.knowledge.library import VenueKnowledge

@@ -1,6 +1,6 @@
 """Test doubles at the ChatEngine seam, and a helper that serves the real app on a real socket.
 
-`ScriptedEngine` is a model-free `ChatEngine`: `generate()` returns a real `daemon.engine.Generation`, whose
+`ScriptedEngine` is a model-free `ChatEngine`: `generate()` returns a real `daemon.generation.Generation`, whose
 worker thread "decodes" a scripted list of text pieces, sleeping `delay` seconds per piece and checking the
 cancel flag once per piece, as the llama.cpp engine does once per token. It records every request and every
 run so tests can assert on what the HTTP layer asked for and on how the generation ended.
@@ -22,8 +22,8 @@ from aiohttp import web
 
 from daemon.app import create_app
 from daemon.appkeys import LISTENING, SETTINGS
-from daemon.engine import ChatEngine, Emit, Generation, PrefixReport
 from daemon.gate import ModelGate
+from daemon.generation import ChatEngine, Emit, Generation, PrefixReport
 from daemon.messages import (
     EngineError,
     Finished,

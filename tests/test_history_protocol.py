@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from daemon.engine import Emit
+from daemon.generation import Emit
 from daemon.history import HistoryStore
 from daemon.messages import ChatMessage, Finished, PromptTooLong
 from tests.fakes import Run, ScriptedEngine, Served, request_json, serve

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.engine import Emit, Generation
 from daemon.gate import ModelGate
+from daemon.generation import Emit, Generation
 from daemon.messages import Finished, Timings, Usage
 from tests.conftest import AUTH, Daemon, lan_address
 from tests.fakes import ScriptedEngine, serve

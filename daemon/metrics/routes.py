@@ -15,7 +15,7 @@ from aiohttp import web
 
 from daemon import __version__
 from daemon.appkeys import ENGINE, LISTENING, METRICS, SETTINGS, SOCKETS, VOICE
-from daemon.engine import ChatEngine
+from daemon.generation import ChatEngine
 from daemon.metrics.instruments import Metrics, Watched
 from daemon.metrics.tally import Day, DayTally, local_today
 from daemon.prefix_states import model_sha256

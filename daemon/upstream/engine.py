@@ -8,8 +8,8 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from daemon.engine import PrefixReport
 from daemon.gate import ModelGate
+from daemon.generation import PrefixReport
 from daemon.messages import EngineError, GenerationRequest, PrefillReport
 from daemon.settings import Settings
 from daemon.upstream.client import UpstreamClient

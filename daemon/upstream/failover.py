@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
-from daemon.engine import Generation, LlamaEngine, PrefixReport
+from daemon.engine import LlamaEngine
 from daemon.gate import ModelGate
+from daemon.generation import Generation, PrefixReport
 from daemon.messages import GenerationRequest, PrefillReport
 from daemon.settings import Settings
 from daemon.upstream.engine import UpstreamEngine

@@ -1,4 +1,4 @@
-"""One answer streamed from the upstream, with the interface of daemon.engine.Generation.
+"""One answer streamed from the upstream, with the interface of daemon.generation.Generation.
 
 A pump task reads the upstream's event stream and hands each piece of text to the iterator at once (no
 re-chunking). Cancelling (client gone, barge-in, time limit, kiosk cancel) closes the upstream response there
@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from daemon.engine import _ON_POSITION, Generation
 from daemon.gate import ModelGate
+from daemon.generation import Generation, position_listener
 from daemon.messages import Finished, FinishReason, GenerationRequest, Timings, Usage
 from daemon.upstream.client import UpstreamClient
 from daemon.upstream.errors import FirstTokenTimeout, UpstreamFailure, UpstreamLost, refusal
@@ -87,7 +87,7 @@ class UpstreamGeneration(Generation):
 
     async def __aenter__(self) -> UpstreamGeneration:
         queued_at = time.perf_counter()
-        await self._gate.acquire(_ON_POSITION.get())
+        await self._gate.acquire(position_listener())
         self._queue_ms = (time.perf_counter() - queued_at) * 1000
         self._progress = _Progress()
         self._pump_task = asyncio.create_task(self._pump(), name=f"upstream-{self._request.request_id or 'answer'}")
