@@ -208,9 +208,13 @@ def daemon_command(args: argparse.Namespace, port: int, workdir: Path) -> list[s
     return [*base, "serve", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> float:
+async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes],
+                     limit: float | None = None) -> float:
+    """Seconds until kioskd's /readyz says 200; RuntimeError when it exits first or `limit` seconds pass."""
     started = time.perf_counter()
     while proc.poll() is None:
+        if limit is not None and time.perf_counter() - started > limit:
+            raise RuntimeError(f"kioskd was not ready after {limit:.0f} s")
         try:
             async with session.get(f"{url}/readyz") as resp:
                 if resp.status == 200:

@@ -39,6 +39,7 @@ from bench.bench_daemon import (
     prompts,
     sse_events,
     wait_quiet,
+    wait_ready,
 )
 from tests.llama_server import LlamaServer, llama_server_binary
 
@@ -119,26 +120,13 @@ def daemon_command(args: argparse.Namespace, upstream_url: str, port: int, workd
     return [*base, "serve", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            async with session.get(f"{url}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"kioskd did not become ready (exit status {proc.poll()})")
-
-
 async def measure(args: argparse.Namespace, server: LlamaServer, daemon: subprocess.Popen[bytes],
                   daemon_url: str) -> dict[str, Any]:
     direct = Target(DIRECT, server.url, ("self", server.pid))
     through = Target(DAEMON, f"{daemon_url}/v1", ("self", daemon.pid, server.pid))
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-        await wait_ready(session, daemon_url, daemon)
+        await wait_ready(session, daemon_url, daemon, limit=120)
         # Warm-up: every slot has the system prompt and both paths have made their connections.
         await concurrent_runs(session, direct, args, [WARMUP_PROMPT] * args.parallel)
         await stream_run(session, through, args, WARMUP_PROMPT)
