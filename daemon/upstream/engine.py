@@ -4,7 +4,6 @@ that server is up now."""
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from collections.abc import Sequence
 
@@ -29,7 +28,6 @@ class UpstreamEngine:
         self._generations: weakref.WeakSet[UpstreamGeneration] = weakref.WeakSet()
         self.up = False
         self.detail = "not checked yet"
-        self.down_since = time.monotonic()
 
     @property
     def ready(self) -> bool:
@@ -55,7 +53,6 @@ class UpstreamEngine:
         changed = self.up
         if changed:
             _LOGGER.warning("upstream %s marked down: %s", self.client.base_url, detail)
-            self.down_since = time.monotonic()
         self.up, self.detail = False, detail
         return changed
 
