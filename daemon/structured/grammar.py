@@ -4,6 +4,7 @@ json-schema-to-grammar), so what it supports is what llama-server supports."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -34,14 +35,21 @@ class GrammarError(ValueError):
 def answer_grammar(request: GenerationRequest) -> str:
     """GBNF text for `request`'s answer, or "" when it is free text. A forced tool call wins over
     response_format (the format is for text answers; a forced answer is a call). Raises GrammarError."""
-    choice = json.loads(request.tool_choice) if request.tool_choice else "auto"
-    if request.tools and (choice == "required" or isinstance(choice, dict)):
-        tools = json.loads(request.tools)
+    return _grammar_for(request.tools, request.tool_choice, request.response_format)
+
+
+# The API layer converts a request's schema to refuse a bad one before it is queued, and the model thread needs
+# the same grammar again: the cache makes the second conversion (and a client's repeated schema) free.
+@functools.lru_cache(maxsize=32)
+def _grammar_for(tools_json: str, tool_choice_json: str, response_format_json: str) -> str:
+    choice = json.loads(tool_choice_json) if tool_choice_json else "auto"
+    if tools_json and (choice == "required" or isinstance(choice, dict)):
+        tools = json.loads(tools_json)
         if isinstance(choice, dict):
             tools = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
         return tool_call_grammar(tools)
-    if request.response_format:
-        return response_grammar(json.loads(request.response_format))
+    if response_format_json:
+        return response_grammar(json.loads(response_format_json))
     return ""
 
 
