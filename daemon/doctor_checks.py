@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.board.report import board_report
 from daemon.history import SCHEMA_VERSION
 from daemon.models.catalogue import CATALOGUE, ProvisionError
 from daemon.models.download import sha256_file
@@ -140,7 +141,9 @@ def check_cpu(settings: Settings) -> Check:
         cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         cpuinfo = ""
-    return cpu_verdict(cpuinfo, platform.machine(), usable_cores(), settings.threads, settings.threads_batch)
+    board = board_report(settings)
+    return cpu_verdict(cpuinfo, platform.machine(), usable_cores(), settings.threads, settings.threads_batch,
+                       board=f"board profile {board['profile']} ({board['reason']})")
 
 
 def cpu_flags(cpuinfo: str) -> set[str]:
@@ -152,7 +155,8 @@ def cpu_flags(cpuinfo: str) -> set[str]:
     return set()
 
 
-def cpu_verdict(cpuinfo: str, machine: str, cores: int, threads: int, threads_batch: int) -> Check:
+def cpu_verdict(cpuinfo: str, machine: str, cores: int, threads: int, threads_batch: int, *,
+                board: str = "") -> Check:
     flags = cpu_flags(cpuinfo)
     if machine in ("x86_64", "amd64", "AMD64"):
         wanted = {name: name for name in X86_FLAGS}
@@ -168,6 +172,8 @@ def cpu_verdict(cpuinfo: str, machine: str, cores: int, threads: int, threads_ba
         if value > cores:
             problems.append(f"{setting} = {value} exceeds the {cores} usable cores (threads would compete)")
     summary = f"{machine or 'unknown machine'}, {cores} cores, threads {threads}, batch threads {threads_batch}"
+    if board:
+        summary += f", {board}"
     if problems:
         return warn("cpu", f"{summary}: {'; '.join(problems)}")
     present = f"; {' '.join(wanted)} present" if wanted else ""

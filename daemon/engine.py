@@ -17,6 +17,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from daemon.board.report import log_profile
 from daemon.context_cache import ContextCache
 from daemon.gate import ModelGate
 from daemon.generation import Emit, Generation, PrefixReport
@@ -53,7 +54,8 @@ class ModelLoadError(EngineError):
 
 
 # Settings that decide how the model is loaded: changing one on reload loads the model again.
-MODEL_SETTINGS = ("model", "model_name", "models_dir", "n_ctx", "n_batch", "flash_attn", "threads", "threads_batch")
+MODEL_SETTINGS = ("model", "model_name", "models_dir", "n_ctx", "n_batch", "flash_attn", "threads", "threads_batch",
+                  "board_profile")
 
 
 class LlamaEngine:
@@ -147,6 +149,7 @@ class LlamaEngine:
         from daemon.llama_adapter import load_llama, make_renderer
 
         s = self._settings
+        log_profile(s)
         try:
             llm = load_llama(self._model_path, n_ctx=s.n_ctx, n_batch=s.n_batch, threads=s.threads,
                              threads_batch=s.threads_batch, flash_attn=s.flash_attn)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from daemon import __version__
-from daemon.appkeys import ENGINE, LISTENING, VOICE
+from daemon.appkeys import ENGINE, LISTENING, SETTINGS, VOICE
+from daemon.board.report import board_report
 from daemon.upstream import engine_state
 
 
@@ -21,7 +22,8 @@ async def readyz(request: web.Request) -> web.Response:
         voice = request.app[VOICE].status
         return web.json_response({"status": "ready", "version": __version__, "model": engine.model_id,
                                   "busy": gate.busy, "waiting": gate.waiting, "engine": state.as_dict(),
-                                  "voice": {"available": voice.available, "detail": voice.detail}})
+                                  "voice": {"available": voice.available, "detail": voice.detail},
+                                  "board": board_report(request.app[SETTINGS].current)})
     if state.kind == "upstream" and state.serving == "upstream" and request.app[LISTENING].is_set():
         # No local model and the upstream down: the page is served, but no question can be answered.
         return web.json_response({"status": "upstream_unavailable", "version": __version__,

@@ -100,14 +100,20 @@ class Settings:
         "Directory that holds pulled models (default: STATE_DIR/models)."))
     n_ctx: int = field(default=4096, metadata=_opt("Context window in tokens.", lo=256, hi=131072))
     n_batch: int = field(default=256, metadata=_opt(
-        "Prompt tokens evaluated per batch (its scratch memory grows with n_batch x n_ctx).", lo=8, hi=8192))
+        "Prompt tokens evaluated per batch (its scratch memory grows with n_batch x n_ctx; default: the board "
+        "profile's).", lo=8, hi=8192))
     flash_attn: bool = field(default=False, metadata=_opt(
         "Flash attention: about 120 MB less memory at a full 4k context, but on CPU it slows follow-ups "
         "in long conversations (turn-10 time to first token x1.67 instead of x1.16)."))
     threads: int = field(default_factory=default_generation_threads, metadata=_opt(
-        "Threads for token generation (default: half the cores, at least 2).", lo=1, hi=256))
+        "Threads for token generation (default: the board profile's; generic: half the cores, at least 2).",
+        lo=1, hi=256))
     threads_batch: int = field(default_factory=default_batch_threads, metadata=_opt(
-        "Threads for prompt reading (default: all cores).", lo=1, hi=256))
+        "Threads for prompt reading (default: the board profile's; generic: all cores).", lo=1, hi=256))
+    board_profile: str = field(default="auto", metadata=_opt(
+        "Which board's THREADS, THREADS_BATCH and N_BATCH to use where they are not set: 'auto' (detected from "
+        "the device tree and /proc/cpuinfo), 'pi4', 'pi5' or 'generic' (the defaults above).",
+        choices=("auto", "pi4", "pi5", "generic")))
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata=_opt(
         "System prompt placed before every conversation."))
     knowledge: Path | None = field(default=None, metadata=_opt(
@@ -461,6 +467,9 @@ def load_settings(cli: Mapping[str, object] | None = None, *, config: Path | Non
     for name, raw in cli.items():
         if name in FIELDS and raw is not None:
             values[name] = _convert(name, raw, f"flag {flag_name(name)}")
+    from daemon.board import profile_values  # here: daemon.board imports this module
+
+    values.update(profile_values(values))  # the board profile fills what no source set
     return Settings(**values)  # type: ignore[arg-type]
 
 

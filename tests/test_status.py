@@ -27,7 +27,7 @@ from tests.test_ws_protocol import connect
 from tests.wsclient import Answer, ask
 
 FIELDS = {"version", "ready", "model", "model_sha256", "voice", "voice_detail", "day", "answers_today",
-          "ttft_median_s_today", "last_error", "uptime_s"}
+          "ttft_median_s_today", "last_error", "uptime_s", "board"}
 
 
 def run(coro: Any) -> Any:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from daemon import __version__
 from daemon.appkeys import ENGINE, LISTENING, METRICS, SETTINGS, SOCKETS, VOICE
+from daemon.board.report import board_report
 from daemon.generation import ChatEngine
 from daemon.metrics.instruments import Metrics, Watched
 from daemon.metrics.tally import Day, DayTally, local_today
@@ -72,6 +73,7 @@ async def status(request: web.Request) -> web.Response:
         "ttft_median_s_today": day.median_ttft_s(),
         "last_error": vars(day.last_error) if day.last_error else None,
         "uptime_s": round(metrics.uptime_s, 1),
+        "board": board_report(app[SETTINGS].current),
     }
     if (state := engine_state(engine)).kind == "upstream":  # a local kiosk's line stays as the fleet knows it
         body["engine"] = state.as_dict()
