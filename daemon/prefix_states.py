@@ -66,6 +66,9 @@ class PrefixStates:
         for path in self._dir.glob("*" + SUFFIX):
             if path.name not in keys:
                 path.unlink(missing_ok=True)
+        # A write cut short (a power cut before its rename) leaves a .tmp the size of a state: nothing reads it.
+        for path in self._dir.glob("*" + SUFFIX + ".tmp"):
+            path.unlink(missing_ok=True)
 
     def restore_longest(self, llm: Any, prompt: Sequence[int]) -> int:
         """Restore the longest stored prefix of `prompt` that reaches further than the live context already
@@ -114,13 +117,15 @@ class PrefixStates:
                     raise ValueError("made for another model or set-up")
                 stored = fh.read(4 * len(prefix))
                 payload = fh.read()
+            # Inside the try: a damaged header may still be JSON but lack a field (a KeyError, not a crash).
+            damaged = stored != struct.pack(f"<{len(prefix)}i", *prefix) or len(payload) != header["bytes"] \
+                or hashlib.sha256(payload).hexdigest() != header["sha256"]
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             _LOGGER.warning("prefix state %s: %s; building it again", path.name, exc)
             return None
-        if stored != struct.pack(f"<{len(prefix)}i", *prefix) or len(payload) != header["bytes"] \
-                or hashlib.sha256(payload).hexdigest() != header["sha256"]:
+        if damaged:
             _LOGGER.warning("prefix state %s is damaged (checksum); building it again", path.name)
             return None
         return payload
