@@ -13,8 +13,10 @@ Pi 5 ~174 / ~34 at 2 threads, Pi 4 ~25 / ~9.5.
   generation short of compute, below the memory limit; 3 threads come close to it and still leave one core for
   Piper, Vosk and Chromium (llama.cpp's threads wait for each other at every layer, so one that shares its core
   with Piper holds up all the others). Prompt reading: all 4 cores, as on the Pi 5.
-- n_batch stays 256 on both: the batch buffers grow with it (a 0.5B model's compute buffer, at 4096 context),
-  and a kiosk's prompts (a question, a venue section) rarely exceed 256 tokens after the stored prefix.
+- n_batch stays 256, today's default, on both: no published rates compare batch sizes on these boards. Its cost
+  is memory: llama.cpp's compute buffer grows linearly with it (Qwen2.5 0.5B at 4096 context: 37.75 MiB at 64,
+  75.5 at 128, 151 at 256, 302 at 512, measured), so a 2 GB board's configuration sets n_batch = 128 explicitly,
+  which wins over the profile like any explicit setting.
 - generic (any other machine): the settings' own defaults, half the cores (at least 2) for generation and all of
   them for prompt reading, exactly as without profiles.
 
