@@ -1,11 +1,14 @@
 """Board profiles: a Raspberry Pi 4 / Pi 5 / other board is recognised from a root laid out like `/` (its device
 tree model and /proc/cpuinfo, either alone), its profile picks the thread counts and batch size, explicit settings
-win, and a real daemon started with `--board-profile pi5` says so in /readyz, /status and its log."""
+win, and a real daemon told `board_profile = "pi5"` says so in /readyz, /status and its log, and takes another
+profile on SIGHUP."""
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -203,7 +206,9 @@ def test_the_log_line_and_doctor_name_the_profile(caplog: pytest.LogCaptureFixtu
 # ---- a real daemon ----
 
 def test_a_daemon_forced_to_pi5_reports_its_profile(test_model: Path, tmp_path: Path) -> None:
-    d = start_daemon(tmp_path, "--model", str(test_model), "--board-profile", "pi5", "--n-batch", "64")
+    config = tmp_path / "config.toml"
+    config.write_text('board_profile = "pi5"\n')
+    d = start_daemon(tmp_path, "--config", str(config), "--model", str(test_model), "--n-batch", "64")
     try:
         code, body = d.get("/readyz")
         assert code == 200, body
@@ -218,5 +223,16 @@ def test_a_daemon_forced_to_pi5_reports_its_profile(test_model: Path, tmp_path: 
         assert code == 200 and json.loads(body)["board"] == board
         assert "board profile pi5 (set by board_profile = pi5" in d.log()
         assert f"threads {min(2, cores)}, threads_batch {min(4, cores)}, n_batch 64" in d.log()
+        # SIGHUP with another profile: applied while serving (the model is loaded again with its values).
+        config.write_text('board_profile = "pi4"\n')
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while "board profile pi4" not in d.log() or "reload: applied board_profile" not in d.log():
+            assert time.monotonic() < deadline, d.log()
+            time.sleep(0.1)
+        code, body = d.get("/readyz")
+        board = json.loads(body)["board"]
+        assert code == 200 and (board["profile"], board["setting"], board["overridden"]) == ("pi4", "pi4", ["n_batch"])
+        assert board["threads"] == min(3, cores) and board["n_batch"] == 64
     finally:
         assert d.stop() == 0
