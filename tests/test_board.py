@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon.board import Board, choose_profile, detect_board, profile_values
+from daemon.board import BOARD_PROFILE_CHOICES, Board, choose_profile, detect_board, profile_values
 from daemon.board.profiles import make_profile
 from daemon.board.report import board_report, log_profile
 from daemon.doctor_checks import check_cpu
 from daemon.settings import (
+    FIELDS,
     Settings,
     SettingsError,
     default_batch_threads,
@@ -163,6 +164,7 @@ def test_auto_follows_the_board_and_a_forced_profile_wins() -> None:
     assert forced.reason.startswith("set by board_profile = pi4 (detected: pi5; device-tree model")
     with pytest.raises(ValueError, match="pi6"):
         choose_profile("pi6", pi5)
+    assert FIELDS["board_profile"].metadata["choices"] == BOARD_PROFILE_CHOICES  # the setting offers each one
 
 
 def test_explicit_settings_are_left_alone() -> None:

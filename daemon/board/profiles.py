@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from daemon.board.detect import Board, BoardKind, detect_board
-from daemon.settings import FIELDS, default_batch_threads, default_generation_threads, usable_cores
+from daemon.settings import Settings, default_batch_threads, default_generation_threads, usable_cores
 
 ProfileName = Literal["pi4", "pi5", "generic"]
 BOARD_PROFILE_CHOICES = ("auto", "pi4", "pi5", "generic")
@@ -76,9 +76,9 @@ class BoardChoice:
 def make_profile(name: ProfileName, cores: int) -> Profile:
     """A profile's values on a machine whose process may use `cores` cores."""
     if name == "generic":
-        n_batch = FIELDS["n_batch"].default
-        assert isinstance(n_batch, int)
-        return Profile("generic", default_generation_threads(), default_batch_threads(), n_batch)
+        # The settings' own defaults, the very functions and value, so "generic" can never drift from them (they
+        # count this process's cores themselves).
+        return Profile("generic", default_generation_threads(), default_batch_threads(), Settings.n_batch)
     threads, threads_batch, n_batch = _PI_VALUES[name]
     return Profile(name, max(1, min(threads, cores)), max(1, min(threads_batch, cores)), n_batch)
 
