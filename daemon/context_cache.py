@@ -8,6 +8,8 @@ from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any, ClassVar
 
+from daemon.speculative import RecentAnswers
+
 DRAFT = "\0draft"
 """The key of a conversation that does not exist yet: a screen's first question read ahead while the visitor
 speaks (daemon.prefill). Its live state is never saved; the next conversation without a saved state of its own
@@ -32,6 +34,8 @@ class ContextCache:
         self._lock = threading.Lock()
         self._live_forgotten = False
         self.active = ""
+        self.answers = RecentAnswers()
+        """Recent answers' tokens, proposed from by speculative decoding: forgotten with their conversation."""
         ContextCache._caches.add(self)
 
     @classmethod
@@ -40,6 +44,7 @@ class ContextCache:
             cache.forget(conversations)
 
     def forget(self, conversations: Collection[str]) -> None:
+        self.answers.forget(conversations)
         with self._lock:
             for conversation in conversations:
                 self._saved.pop(conversation, None)

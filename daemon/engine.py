@@ -36,6 +36,7 @@ from daemon.prefill.engine_prefill import Prefills, prefill_prompt
 from daemon.prefix_states import PrefixStates, common_prefix, model_identity
 from daemon.prompting import FittedPrompt, fit_prompt
 from daemon.settings import Settings
+from daemon.speculative import Speculation
 from daemon.structured.grammar import answer_grammar
 from daemon.structured.qwen_tools import render_tools_into
 from daemon.textstream import StopMatcher, Utf8Assembler
@@ -309,6 +310,12 @@ class LlamaEngine:
             self._prefixes.restore_longest(llm, fitted.tokens)
         return fitted, budget
 
+    def _speculation(self, prompt: Sequence[int], budget: int) -> Speculation | None:
+        if not self._settings.speculative_decoding:
+            return None
+        return Speculation(self._llm, prompt, self._settings.speculative_max_draft, budget,
+                           self._contexts.answers)
+
     def _run(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
              queue_ms: float) -> Finished:
         from daemon.llama_adapter import Decoder, finished_report
@@ -322,8 +329,10 @@ class LlamaEngine:
         grammar = answer_grammar(request)
         draft, self._draft = self._draft, None
         drafted = draft if draft is not None and draft.fits(fitted.tokens, s, llm, grammar) else None
+        speculation = self._speculation(fitted.tokens, budget)
         decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise,
-                          drafted.tokens if drafted else (), drafted is not None and drafted.complete, grammar)
+                          drafted.tokens if drafted else (), drafted is not None and drafted.complete, grammar,
+                          speculation)
         assembler, stopper = Utf8Assembler(), StopMatcher(s.stop)
         pieces: list[str] = []
         for raw in decoder:
@@ -343,7 +352,8 @@ class LlamaEngine:
             emit(tail)
         reason: FinishReason = "stop" if stopper.stopped else decoder.reason
         finished = finished_report(decoder, reason, "".join(pieces), fitted.dropped_turns, started, queue_ms,
-                                   drafted.evaluated if drafted else 0)
+                                   drafted.evaluated if drafted else 0, speculation)
+        self._contexts.answers.add(decoder.tokens, self._contexts.active)
         t = finished.timings
         _LOGGER.info("answer %s: %s, %d prompt tokens (%d evaluated), %d generated (%d drafted), ttft %.0f ms, "
                      "%.1f tokens/s", request.request_id or "-", reason, finished.usage.prompt_tokens,

@@ -18,6 +18,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from daemon.messages import ChatMessage, EngineError, Finished, FinishReason, Sampling, Timings, Usage
 from daemon.settings import usable_cores
+from daemon.speculative import Speculation
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class CountingLlama(Llama):
     fault_countdown: int | None = None
     """Fault injection (setting fault_engine_raise): evaluations left before one fails; None: disarmed."""
     fault_spent = False
+    verifying = False
+    """Set while an answer's proposals are checked (daemon.speculative): a batch of more than one token is then
+    a sampled token and a proposal, and the sampler needs the logits of every position in it."""
     sampler_history: Sequence[int] = ()
     """Tokens the next sampler llama-cpp-python builds treats as already sampled: an answer that goes on after a
     draft penalizes repeats of the drafted tokens exactly as if one sampler had written them all."""
@@ -51,9 +55,22 @@ class CountingLlama(Llama):
         self.evaluated += len(tokens)
         if self.on_progress is not None:
             self.on_progress()
-        super().eval(tokens)
+        if self.verifying and 1 < len(tokens) <= self.n_batch:
+            self._eval_every_position(tokens)
+        else:
+            super().eval(tokens)
         if self.on_progress is not None:
             self.on_progress()
+
+    def _eval_every_position(self, tokens: Sequence[int]) -> None:
+        """Llama.eval with logits kept for each token of one batch (as it does only with logits_all, which
+        would also keep them for every prompt token and allocate an n_ctx x vocabulary matrix)."""
+        self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+        self._batch.set_batch(batch=tokens, n_past=self.n_tokens, logits_all=True)
+        self._ctx.decode(self._batch)
+        self.input_ids[self.n_tokens:self.n_tokens + len(tokens)] = tokens
+        self.n_tokens += len(tokens)
+        self._requires_eval = False
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         # The chat template already writes the special tokens (BOS included where the model wants it).
@@ -108,14 +125,17 @@ class Decoder:
     `drafted` are tokens a draft already sampled after `prompt` (daemon.prefill.draft; the context holds them):
     they are handed out first, then sampling goes on after them (`drafted_complete`: the draft ended the answer).
     `grammar`: GBNF text every sampled token must follow (daemon.structured.grammar); "" for free text.
+    `speculation`: proposes tokens for llama.cpp to check in batches (daemon.speculative); the text is the same.
     When llama.cpp fails mid-answer the model's context is reset (it may hold a half-evaluated batch) and an
     EngineError is raised: the text handed out so far stays with the caller, and the next answer starts clean.
     """
 
     def __init__(self, llm: CountingLlama, prompt: list[int], sampling: Sampling,
                  cancel: threading.Event, budget: int, request_id: str = "", fault_after: int = 0,
-                 drafted: Sequence[int] = (), drafted_complete: bool = False, grammar: str = "") -> None:
+                 drafted: Sequence[int] = (), drafted_complete: bool = False, grammar: str = "",
+                 speculation: Speculation | None = None) -> None:
         self._llm = llm
+        self._speculation = speculation
         self._grammar = grammar
         self._request_id = request_id
         self._fault_after = fault_after
@@ -168,11 +188,14 @@ class Decoder:
         tokens = llm.generate(self._prompt + self._drafted, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
                               presence_penalty=s.presence_penalty, reset=True, grammar=grammar)
+        sampled = self._speculation.tokens(tokens) if self._speculation is not None else tokens
         try:
-            yield from self._sample(tokens, started)
+            yield from self._sample(sampled, started)
         except Exception as exc:
             raise self._failed(exc) from exc
         finally:
+            if sampled is not tokens:
+                sampled.close()  # type: ignore[attr-defined]
             tokens.close()
             llm.fault_countdown = None  # an answer that ended before the fault point re-arms it for the next
 
@@ -247,7 +270,8 @@ def checked_grammar(llm: CountingLlama, text: str) -> LlamaGrammar:
 
 
 def finished_report(decoder: Decoder, reason: FinishReason, text: str, dropped: int, started: float,
-                    queue_ms: float, draft_prompt_tokens: int = 0) -> Finished:
+                    queue_ms: float, draft_prompt_tokens: int = 0,
+                    speculation: Speculation | None = None) -> Finished:
     """The Finished report of an answer `decoder` wrote (`draft_prompt_tokens`: what its draft read, if any).
     The decode rate counts only the tokens sampled now, not those a draft wrote ahead."""
     first, last, n = decoder.first_text_at, decoder.last_token_at, decoder.completion_tokens
@@ -262,6 +286,7 @@ def finished_report(decoder: Decoder, reason: FinishReason, text: str, dropped: 
         total_ms=round((time.perf_counter() - started) * 1000, 2),
         drafted_tokens=decoder.drafted_tokens,
         draft_prompt_tokens=draft_prompt_tokens if decoder.drafted_tokens else 0,
+        **(speculation.stats.timings() if speculation is not None else {}),
     )
     usage = Usage(prompt_tokens=decoder.prompt_tokens, completion_tokens=n)
     return Finished(reason=reason, text=text, usage=usage, timings=timings, dropped_turns=dropped)

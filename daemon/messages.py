@@ -72,6 +72,12 @@ class Timings:
     """Answer tokens written ahead by a draft while the visitor was still speaking (daemon.prefill.draft)."""
     draft_prompt_tokens: int = 0
     """Prompt tokens that draft read (before the question was asked; not in `prompt_eval_tokens`)."""
+    speculative_proposed: int = 0
+    """Tokens proposed by n-gram lookup and checked by the model in batches (daemon.speculative)."""
+    speculative_accepted: int = 0
+    """Of those, the tokens the sampler picked itself (each saved a step)."""
+    speculative_batches: int = 0
+    """Batches that checked a proposal."""
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,12 @@ class Metrics:
                                  "kept in memory and retried", registry=r)
         self._lost = Counter("kioskd_history_writes_failed", "Turns that could not be stored at all", registry=r)
         self._kinds = Counter("kioskd_knowledge_answers", "Answers by how they were made", ["kind"], registry=r)
+        self._proposed = Counter("kioskd_speculative_proposed_tokens", "Tokens proposed by n-gram lookup for the "
+                                 "model to check (speculative decoding)", registry=r)
+        self._accepted = Counter("kioskd_speculative_accepted_tokens", "Proposed tokens the model's sampler "
+                                 "picked itself, so they cost no step of their own", registry=r)
+        self._batches = Counter("kioskd_speculative_batches", "Batches that checked a proposal (each also wrote "
+                                "one token of its own)", registry=r)
 
     def watch(self, watched: Watched) -> None:
         """Gauges read at scrape time from the app's own state."""
@@ -159,6 +165,9 @@ class Metrics:
             self._prompt.inc(t.prompt_eval_tokens)
             self._cached.inc(max(0, usage.prompt_tokens - t.prompt_eval_tokens))
         self._generated.inc(usage.completion_tokens)
+        self._proposed.inc(t.speculative_proposed)
+        self._accepted.inc(t.speculative_accepted)
+        self._batches.inc(t.speculative_batches)
         if usage.completion_tokens >= 2 and t.tokens_per_s > 0:
             self._tpot.observe(1 / t.tokens_per_s)
         if self.today is not None:
