@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-page test-slow test-fleet test-upstream llama-server lint bench bench-upstream setup-run setup-test
+.PHONY: run test test-page test-slow test-fleet test-upstream llama-server lint bench bench-upstream bench-speculative setup-run setup-test
 
 run: setup-run
 	$(BIN)/kioskd pull
@@ -46,6 +46,10 @@ bench: setup-test
 # kioskd's upstream engine through a real llama-server on loopback against that server alone (docs/benchmarks.md).
 bench-upstream: setup-test llama-server
 	$(BIN)/python -m bench.bench_upstream --model "$$($(BIN)/kioskd pull)"
+
+# The daemon's n-gram speculative decoding, on and off, against llama-server plain and with its own n-gram modes.
+bench-speculative: setup-test llama-server
+	$(BIN)/python -m bench.bench_speculative --model "$$($(BIN)/kioskd pull)" $(ARGS)
 
 setup-run:
 	bash scripts/setup.sh run
