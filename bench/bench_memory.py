@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,8 +70,6 @@ class Profile:
     languages: int = 2  # voice languages: a Vosk model and a Piper voice each
 
     def n_ctx(self) -> int:
-        import tomllib
-
         text = self.config.read_text() if self.config else ""
         return int(tomllib.loads(text).get("n_ctx", 4096))
 

@@ -105,7 +105,10 @@ def appliance_pss(parts: dict[str, list[int]]) -> dict[str, dict[str, float]]:
     benchmarks map the same model file and libraries), which a device does not run."""
     import numpy as np
 
-    pages = {pid: resident_pages(pid) for pids in parts.values() for pid in pids if Path(f"/proc/{pid}").exists()}
+    if os.geteuid() != 0:
+        raise PermissionError("PSS among the appliance's processes reads page frames from /proc/PID/pagemap, which "
+                              "only root may: run the bench as root")
+    pages = _pages_of([pid for pids in parts.values() for pid in pids])
     every = np.concatenate([f for p in pages.values() for f in p.values()] or [np.zeros(0, dtype="<u8")])
     frames, users = np.unique(every, return_counts=True)
     out = {}
@@ -117,6 +120,14 @@ def appliance_pss(parts: dict[str, list[int]]) -> dict[str, dict[str, float]]:
         out[name] = {k: round(v * PAGE / 2**20, 1) for k, v in share.items()}
         out[name]["pss"] = round(out[name]["anon"] + out[name]["file"], 1)
     return out
+
+
+def _pages_of(pids: list[int]) -> dict[int, dict[str, Any]]:
+    pages = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a helper process may exit between the listing and the read
+            pages[pid] = resident_pages(pid)
+    return pages
 
 
 def mapping_kb(pid: int, path: Path) -> dict[str, int]:
