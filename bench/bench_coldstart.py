@@ -205,6 +205,16 @@ def start_rows(starts: list[Start]) -> list[str]:
     return rows
 
 
+def each_start_rows(starts: list[Start]) -> list[str]:
+    """Every start on its own: on a shared machine one start's neighbours can be far busier than the next's."""
+    rows = ["| # | start | start -> READY s | READY -> first token s | other CPU % | load average before |",
+            "|" + " --- |" * 6]
+    for i, s in enumerate(starts, 1):
+        rows.append(f"| {i} | {s.kind} | {s.ready_s:.2f} | {s.first_token_s:.3f} | {s.other_cpu_pct:.1f} "
+                    f"| {s.loadavg[0] if s.loadavg else '?'} |")
+    return rows
+
+
 def turn_tokens(starts: list[Start]) -> list[TurnTokens]:
     """Median token counts per turn over the starts that asked every turn (greedy: the same each time)."""
     starts = [s for s in starts if len(s.answers) > 1]
@@ -218,7 +228,7 @@ def turn_tokens(starts: list[Start]) -> list[TurnTokens]:
 
 
 def report(starts: list[Start], prefix_tokens: int, prefix_files: int, prefix_bytes: int) -> list[str]:
-    lines = ["Cold start on this machine (medians):", "", *start_rows(starts), "",
+    lines = ["Cold start on this machine (medians):", "", *start_rows(starts), "", *each_start_rows(starts), "",
              f"stored prefix states: {prefix_files} files, {prefix_bytes / 1e6:.1f} MB; the model reads "
              f"{prefix_tokens} tokens to build them all", "",
              "Projection (published rates: Pi 5 174 / 34 tokens/s prompt / decode at 2 threads, Pi 4 25 / 9.5):", "",
