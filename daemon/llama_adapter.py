@@ -32,9 +32,12 @@ class CountingLlama(Llama):
     fault_countdown: int | None = None
     """Fault injection (setting fault_engine_raise): evaluations left before one fails; None: disarmed."""
     fault_spent = False
-    verifying = False
-    """Set while an answer's proposals are checked (daemon.speculative): a batch of more than one token is then
-    a sampled token and a proposal, and the sampler needs the logits of every position in it."""
+    decoding = False
+    """Set once an answer's prompt is read (daemon.speculative.Speculation): from then on every step is a batch
+    of two or more tokens, the sampled token and a proposal, or else a pad whose result is never used, and the
+    sampler gets the logits of every proposed position. llama.cpp's CPU kernels compute one token differently
+    from a batch (its tinyBLAS matrix code only runs for two or more), so the logits, and at a near tie the
+    greedy choice, would depend on whether a proposal was made; in batches of any size >= 2 they do not."""
     sampler_history: Sequence[int] = ()
     """Tokens the next sampler llama-cpp-python builds treats as already sampled: an answer that goes on after a
     draft penalizes repeats of the drafted tokens exactly as if one sampler had written them all."""
@@ -55,12 +58,25 @@ class CountingLlama(Llama):
         self.evaluated += len(tokens)
         if self.on_progress is not None:
             self.on_progress()
-        if self.verifying and 1 < len(tokens) <= self.n_batch:
+        if self.decoding and len(tokens) == 1 and self.n_tokens + 2 <= self._n_ctx:
+            self._eval_padded(tokens[0])
+        elif self.decoding and 1 < len(tokens) <= self.n_batch:
             self._eval_every_position(tokens)
         else:
             super().eval(tokens)
         if self.on_progress is not None:
             self.on_progress()
+
+    def _eval_padded(self, token: int) -> None:
+        """One token, evaluated as a batch of two (the token and a copy after it) with the logits of the first
+        only; the copy's cache cell is past n_tokens, so the next evaluation drops it."""
+        self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+        self._batch.set_batch(batch=[token, token], n_past=self.n_tokens, logits_all=True)
+        self._batch.batch.logits[1] = False
+        self._ctx.decode(self._batch)
+        self.input_ids[self.n_tokens] = token
+        self.n_tokens += 1
+        self._requires_eval = False
 
     def _eval_every_position(self, tokens: Sequence[int]) -> None:
         """Llama.eval with logits kept for each token of one batch (as it does only with logits_all, which
@@ -92,10 +108,41 @@ def sharing_the_cores(llm: Llama) -> Iterator[None]:
 
 def load_llama(path: Path, *, n_ctx: int, n_batch: int, threads: int, threads_batch: int,
                flash_attn: bool = False) -> CountingLlama:
-    return CountingLlama(
-        model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
-        n_threads_batch=threads_batch, use_mmap=True, verbose=False, flash_attn=flash_attn,
-    )
+    with weights_as_stored():
+        return CountingLlama(
+            model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
+            n_threads_batch=threads_batch, use_mmap=True, verbose=False, flash_attn=flash_attn,
+        )
+
+
+_MODEL_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def weights_as_stored() -> Iterator[None]:
+    """Load models without llama.cpp's weight repacking (`use_extra_bufts`, llama-server's --no-repack).
+
+    Repacked Q4_K/Q8_0 weights are multiplied by one kernel for groups of 4 or 8 tokens and by another for the
+    rest, so a token's logits would depend on its place in a batch and a checked proposal could change the
+    answer (daemon.speculative). Unrepacked, every batch of two or more computes each token alike. It costs
+    ~3 % of prompt speed with Qwen2.5 0.5B here (whose weights are mostly Q5_0/Q8_0: llamafile's kernels, not
+    repacked ones), and keeps the weights in the mmap'd file instead of a repacked copy in anonymous memory.
+    llama-cpp-python sets no such parameter, so its default parameters are amended while a model loads."""
+    import llama_cpp.llama_cpp as bindings
+
+    with _MODEL_PARAMS_LOCK:
+        defaults = bindings.llama_model_default_params
+
+        def unrepacked() -> Any:
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = unrepacked
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = defaults
 
 
 def make_renderer(llm: CountingLlama, fallback_template: str) -> Callable[[Sequence[ChatMessage]], str]:
@@ -125,7 +172,8 @@ class Decoder:
     `drafted` are tokens a draft already sampled after `prompt` (daemon.prefill.draft; the context holds them):
     they are handed out first, then sampling goes on after them (`drafted_complete`: the draft ended the answer).
     `grammar`: GBNF text every sampled token must follow (daemon.structured.grammar); "" for free text.
-    `speculation`: proposes tokens for llama.cpp to check in batches (daemon.speculative); the text is the same.
+    `speculation`: proposes tokens for llama.cpp to check in batches (daemon.speculative); the text is the same
+    (without one nothing is proposed, and the steps are still batches, see CountingLlama.decoding).
     When llama.cpp fails mid-answer the model's context is reset (it may hold a half-evaluated batch) and an
     EngineError is raised: the text handed out so far stays with the caller, and the next answer starts clean.
     """
@@ -135,7 +183,7 @@ class Decoder:
                  drafted: Sequence[int] = (), drafted_complete: bool = False, grammar: str = "",
                  speculation: Speculation | None = None) -> None:
         self._llm = llm
-        self._speculation = speculation
+        self._speculation = speculation or Speculation(llm, prompt, longest=0, room=0)
         self._grammar = grammar
         self._request_id = request_id
         self._fault_after = fault_after
@@ -188,14 +236,13 @@ class Decoder:
         tokens = llm.generate(self._prompt + self._drafted, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
                               presence_penalty=s.presence_penalty, reset=True, grammar=grammar)
-        sampled = self._speculation.tokens(tokens) if self._speculation is not None else tokens
+        sampled = self._speculation.tokens(tokens)
         try:
             yield from self._sample(sampled, started)
         except Exception as exc:
             raise self._failed(exc) from exc
         finally:
-            if sampled is not tokens:
-                sampled.close()  # type: ignore[attr-defined]
+            sampled.close()
             tokens.close()
             llm.fault_countdown = None  # an answer that ended before the fault point re-arms it for the next
 

@@ -18,7 +18,7 @@ class DraftLength:
     current: int = START
 
     def __post_init__(self) -> None:
-        self.current = max(1, min(self.current, self.longest))
+        self.current = min(max(1, self.current), self.longest)  # 0 when proposals are off
 
     def next(self) -> int:
         return self.current
@@ -29,4 +29,4 @@ class DraftLength:
         if accepted >= proposed:
             self.current = min(self.longest, self.current * 2)
         else:
-            self.current = max(1, min(self.longest, accepted + 1))
+            self.current = min(self.longest, accepted + 1)

@@ -7,14 +7,15 @@ on from the sampled token. The sampler sees exactly the tokens it would have see
 sample is taken from the model's logits at that position, and every sampled token is accepted once, in order),
 so greedy and seeded answers are unchanged. What generate lacks is the logits of every batch position without
 `logits_all` (which would also compute them for the whole prompt, and keep an n_ctx x vocabulary matrix):
-CountingLlama.eval asks for them only for verification batches (`verifying`).
+CountingLlama.eval asks for them only for the batches of an answer (`decoding`), which also pads a step without a
+proposal to two tokens, so that each token's logits are computed the same way, proposal or not.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Collection, Generator, Iterator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,12 +78,12 @@ class Speculation:
         self._proposed_last = 0
         self.stats = SpeculationStats()
 
-    def tokens(self, generator: Generator[int, Sequence[int] | None, None]) -> Iterator[int]:
+    def tokens(self, generator: Generator[int, Sequence[int] | None, None]) -> Generator[int, None, None]:
         """The tokens `generator` samples, sending a proposal into it whenever one can be checked."""
         llm = self._llm
         token = next(generator)
         pending: list[int] = []
-        llm.verifying = True  # from here on a batch is a proposal being checked (the prompt was read above)
+        llm.decoding = True  # the prompt was read above: every step from here on is a batch
         try:
             while True:
                 yield token
@@ -90,10 +91,12 @@ class Speculation:
                 pending = self._after(token, pending)
                 token = generator.send(list(pending) if pending and self._fresh else None)
         finally:
-            llm.verifying = False
+            llm.decoding = False
 
     def _after(self, token: int, pending: list[int]) -> list[int]:
         """What is still proposed after `token` was sampled; a new proposal (self._fresh) when none is left."""
+        if not self._length.longest:
+            return []  # proposals off
         index = self._index_with(token)
         if pending and token == pending[0]:
             self.stats.accepted += 1
