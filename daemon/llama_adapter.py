@@ -33,11 +33,14 @@ class CountingLlama(Llama):
     """Fault injection (setting fault_engine_raise): evaluations left before one fails; None: disarmed."""
     fault_spent = False
     decoding = False
-    """Set once an answer's prompt is read (daemon.speculative.Speculation): from then on every step is a batch
-    of two or more tokens, the sampled token and a proposal, or else a pad whose result is never used, and the
-    sampler gets the logits of every proposed position. llama.cpp's CPU kernels compute one token differently
-    from a batch (its tinyBLAS matrix code only runs for two or more), so the logits, and at a near tie the
-    greedy choice, would depend on whether a proposal was made; in batches of any size >= 2 they do not."""
+    """Set once an answer's prompt is read (daemon.speculative.Speculation): a batch of several tokens is then
+    the sampled token and a proposal, and the sampler gets the logits of every position in it.
+
+    Every evaluation of a single token (a step without a proposal, the last prompt token read again after a
+    cache hit) is padded to a batch of two whose second result is never used: llama.cpp's CPU kernels compute
+    one token differently from a batch (its tinyBLAS matrix code only runs for two or more), so the logits, and
+    at a near tie the greedy choice, would depend on whether a proposal was made or the prompt came from the
+    cache; in batches of any size >= 2 they do not (see also weights_as_stored)."""
     sampler_history: Sequence[int] = ()
     """Tokens the next sampler llama-cpp-python builds treats as already sampled: an answer that goes on after a
     draft penalizes repeats of the drafted tokens exactly as if one sampler had written them all."""
@@ -58,7 +61,7 @@ class CountingLlama(Llama):
         self.evaluated += len(tokens)
         if self.on_progress is not None:
             self.on_progress()
-        if self.decoding and len(tokens) == 1 and self.n_tokens + 2 <= self._n_ctx:
+        if len(tokens) == 1 and self.n_tokens + 2 <= self._n_ctx:
             self._eval_padded(tokens[0])
         elif self.decoding and 1 < len(tokens) <= self.n_batch:
             self._eval_every_position(tokens)
