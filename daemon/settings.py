@@ -114,9 +114,10 @@ class Settings:
         "Which board's THREADS, THREADS_BATCH and N_BATCH to use where they are not set: 'auto' (detected from "
         "the device tree and /proc/cpuinfo), 'pi4', 'pi5' or 'generic' (the defaults above).",
         choices=("auto", "pi4", "pi5", "generic")))
-    speculative_decoding: bool = field(default=False, metadata=_opt(
+    speculative_decoding: bool = field(default=True, metadata=_opt(
         "Propose tokens by n-gram lookup in the prompt, the conversation and recent answers, and let the model "
-        "check them in one batch: the same text, sooner when answers quote the venue text (docs/benchmarks.md)."))
+        "check them in one batch: the same text, 2.3x sooner when answers quote the venue text, 1.1x otherwise "
+        "(docs/benchmarks.md)."))
     speculative_max_draft: int = field(default=12, metadata=_opt(
         "Most tokens proposed at once (the length adapts to how many were accepted).", lo=1, hi=64))
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata=_opt(
