@@ -310,11 +310,10 @@ class LlamaEngine:
             self._prefixes.restore_longest(llm, fitted.tokens)
         return fitted, budget
 
-    def _speculation(self, prompt: Sequence[int], budget: int) -> Speculation | None:
+    def _speculation(self) -> Speculation | None:
         if not self._settings.speculative_decoding:
             return None
-        return Speculation(self._llm, prompt, self._settings.speculative_max_draft, budget,
-                           self._contexts.answers)
+        return Speculation(self._llm, self._settings.speculative_max_draft, self._contexts.answers)
 
     def _run(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
              queue_ms: float) -> Finished:
@@ -329,7 +328,7 @@ class LlamaEngine:
         grammar = answer_grammar(request)
         draft, self._draft = self._draft, None
         drafted = draft if draft is not None and draft.fits(fitted.tokens, s, llm, grammar) else None
-        speculation = self._speculation(fitted.tokens, budget)
+        speculation = self._speculation()
         decoder = Decoder(llm, fitted.tokens, s, cancel, budget, request.request_id, self._settings.fault_engine_raise,
                           drafted.tokens if drafted else (), drafted is not None and drafted.complete, grammar,
                           speculation)

@@ -186,7 +186,7 @@ class Decoder:
                  drafted: Sequence[int] = (), drafted_complete: bool = False, grammar: str = "",
                  speculation: Speculation | None = None) -> None:
         self._llm = llm
-        self._speculation = speculation or Speculation(llm, prompt, longest=0, room=0)
+        self._speculation = speculation or Speculation(llm, longest=0)
         self._grammar = grammar
         self._request_id = request_id
         self._fault_after = fault_after
@@ -239,7 +239,8 @@ class Decoder:
         tokens = llm.generate(self._prompt + self._drafted, top_k=s.top_k, top_p=s.top_p, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
                               presence_penalty=s.presence_penalty, reset=True, grammar=grammar)
-        sampled = self._speculation.tokens(tokens)
+        sampled = self._speculation.tokens(tokens, self._prompt + self._drafted,
+                                           self._budget - self.completion_tokens)
         try:
             yield from self._sample(sampled, started)
         except Exception as exc:

@@ -42,7 +42,7 @@ def prompt_of(llm: CountingLlama, question: str) -> list[int]:
 
 def write(llm: CountingLlama, prompt: list[int], sampling: Sampling, speculate: bool, grammar: str = "",
           references: RecentAnswers | None = None) -> tuple[list[int], SpeculationStats]:
-    speculation = Speculation(llm, prompt, 12, BUDGET, references) if speculate else None
+    speculation = Speculation(llm, 12, references) if speculate else None
     decoder = Decoder(llm, prompt, sampling, threading.Event(), BUDGET, grammar=grammar, speculation=speculation)
     for _ in decoder:
         pass
@@ -105,7 +105,7 @@ def test_earlier_answers_are_proposed_from(llm: CountingLlama) -> None:
 def test_cancel_stops_within_one_batch(llm: CountingLlama) -> None:
     prompt = prompt_of(llm, QUOTING[0])
     cancel = threading.Event()
-    speculation = Speculation(llm, prompt, 12, BUDGET)
+    speculation = Speculation(llm, 12)
     decoder = Decoder(llm, prompt, greedy(), cancel, BUDGET, speculation=speculation)
     handed = 0
     for _ in decoder:
@@ -158,3 +158,16 @@ def test_the_daemon_answers_the_same_and_reports_the_proposals(daemons: dict[str
     assert metric(on, "kioskd_speculative_accepted_tokens_total") == timings["speculative_accepted"]
     assert metric(on, "kioskd_speculative_batches_total") == timings["speculative_batches"]
     assert metric(off, "kioskd_speculative_proposed_tokens_total") == 0
+
+
+def test_proposals_stop_at_the_end_of_the_context_window(llm: CountingLlama) -> None:
+    # A quote that proposals would run past the window: the answer ends at the window with reason "length".
+    text = (HOURS + "\n") * 6
+    prompt = prompt_of(llm, f"Repeat this text exactly:\n\n{text}")[: llm.n_ctx() - 40]
+    speculation = Speculation(llm, 12)
+    decoder = Decoder(llm, prompt, greedy(), threading.Event(), BUDGET, speculation=speculation)
+    for _ in decoder:
+        pass
+    assert len(prompt) + decoder.completion_tokens <= llm.n_ctx()
+    assert decoder.reason in ("length", "stop")
+    assert speculation.stats.batches > 0

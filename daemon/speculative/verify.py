@@ -64,23 +64,26 @@ class RecentAnswers:
 
 
 class Speculation:
-    """Drives one answer's generator, proposing continuations of `context` (the prompt) and of the answer."""
+    """Drives one answer's generator, proposing continuations found in its prompt, the answer so far and
+    `references`; `longest` 0: nothing is proposed (the steps are still batches, see CountingLlama.decoding)."""
 
-    def __init__(self, llm: Any, context: Sequence[int], longest: int, room: int,
-                 references: RecentAnswers | None = None) -> None:
+    def __init__(self, llm: Any, longest: int, references: RecentAnswers | None = None) -> None:
         self._llm = llm
-        self._context = context
+        self._context: Sequence[int] = ()
         self._references = references
         self._length = DraftLength(longest)
-        self._room = room  # tokens the answer may still write (budget, context window)
+        self._room = 0  # tokens the answer may still write (its budget, the context window)
         self._index: NgramIndex | None = None
         self._fresh = False  # the pending proposal was made after the last token: send it
         self._proposed_last = 0
         self.stats = SpeculationStats()
 
-    def tokens(self, generator: Generator[int, Sequence[int] | None, None]) -> Generator[int, None, None]:
-        """The tokens `generator` samples, sending a proposal into it whenever one can be checked."""
+    def tokens(self, generator: Generator[int, Sequence[int] | None, None], context: Sequence[int],
+               room: int) -> Generator[int, None, None]:
+        """The tokens `generator` samples after `context` (the prompt, and any tokens a draft wrote), sending a
+        proposal into it whenever one can be checked; never more than `room` tokens in all."""
         llm = self._llm
+        self._context, self._room = context, room
         token = next(generator)
         pending: list[int] = []
         llm.decoding = True  # the prompt was read above: every step from here on is a batch
