@@ -230,15 +230,20 @@ async def sse_run(session: aiohttp.ClientSession, url: str, args: argparse.Names
             "top_k": args.top_k, "top_p": args.top_p, "stream_options": {"include_usage": True}}
     await asyncio.to_thread(wait_quiet, args.quiet_wait)
     timer = Timer(("self", pid))
-    finish, tokens, server = "?", 0, dict[str, Any]()
     async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
         resp.raise_for_status()
-        async for chunk in sse_events(resp):
-            for choice in chunk["choices"]:
-                timer.piece(choice["delta"].get("content") or "")
-                finish = choice.get("finish_reason") or finish
-            server = chunk.get("timings") or server
-            tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
+        return await timed_answer(resp, timer, prompt)
+
+
+async def timed_answer(resp: aiohttp.ClientResponse, timer: Timer, prompt: str) -> Run:
+    """A streamed completion as a Run: each content delta timed, its finish reason and usage's token count."""
+    finish, tokens, server = "?", 0, dict[str, Any]()
+    async for chunk in sse_events(resp):
+        for choice in chunk.get("choices") or []:
+            timer.piece(choice["delta"].get("content") or "")
+            finish = choice.get("finish_reason") or finish
+        server = chunk.get("timings") or server
+        tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
     return timer.run(prompt, tokens, finish, server)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 
 from bench import bench_daemon
-from bench.bench_daemon import WARMUP_PROMPT, Run, Timer, free_port, prompts, sse_events, wait_quiet, wait_ready
+from bench.bench_daemon import WARMUP_PROMPT, Run, Timer, free_port, prompts, timed_answer, wait_quiet, wait_ready
 from tests.llama_server import CONTEXT_PER_SLOT, THREADS, LlamaServer, llama_server_binary
 
 _LOGGER = logging.getLogger("bench")
@@ -117,18 +117,11 @@ async def stream_run(session: aiohttp.ClientSession, target: Target, args: argpa
                      max_tokens: int) -> Run:
     await asyncio.to_thread(wait_quiet, args.quiet_wait)
     timer = Timer(("self", target.pid))
-    finish, tokens, server = "?", 0, dict[str, Any]()
     async with session.post(f"{target.base_url}/v1/chat/completions",
                             json=body(target, args, question, max_tokens)) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{target.name}: HTTP {resp.status}: {(await resp.text())[:500]}")
-        async for chunk in sse_events(resp):
-            for choice in chunk.get("choices") or []:
-                timer.piece(choice["delta"].get("content") or "")
-                finish = choice.get("finish_reason") or finish
-            server = chunk.get("timings") or server
-            tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
-    return timer.run(question.user, tokens, finish, server)
+        return await timed_answer(resp, timer, question.user)
 
 
 async def counters(session: aiohttp.ClientSession, target: Target) -> dict[str, float]:

@@ -37,7 +37,7 @@ from bench.bench_daemon import (
     free_port,
     messages,
     prompts,
-    sse_events,
+    timed_answer,
     wait_quiet,
     wait_ready,
 )
@@ -75,17 +75,10 @@ async def stream_run(session: aiohttp.ClientSession, target: Target, args: argpa
     if quiet:
         await asyncio.to_thread(wait_quiet, args.quiet_wait)
     timer = Timer(target.pids)
-    finish, tokens, server = "?", 0, dict[str, Any]()
     async with session.post(f"{target.base_url}/chat/completions", json=body(args, prompt)) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{target.name}: HTTP {resp.status}: {(await resp.text())[:500]}")
-        async for chunk in sse_events(resp):
-            for choice in chunk.get("choices") or []:
-                timer.piece(choice["delta"].get("content") or "")
-                finish = choice.get("finish_reason") or finish
-            server = chunk.get("timings") or server
-            tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
-    return timer.run(prompt, tokens, finish, server)
+        return await timed_answer(resp, timer, prompt)
 
 
 async def paired_runs(session: aiohttp.ClientSession, direct: Target, daemon: Target, args: argparse.Namespace,
