@@ -28,7 +28,8 @@ HISTOGRAMS = ("kioskd_time_to_first_token_seconds", "kioskd_time_per_output_toke
 COUNTERS = ("kioskd_prompt_tokens_total", "kioskd_prompt_tokens_cached_total", "kioskd_generation_tokens_total",
             "kioskd_request_success_total", "kioskd_errors_total", "kioskd_busy_refusals_total",
             "kioskd_history_writes_deferred_total", "kioskd_history_writes_failed_total",
-            "kioskd_knowledge_answers_total")
+            "kioskd_knowledge_answers_total", "kioskd_speculative_proposed_tokens_total",
+            "kioskd_speculative_accepted_tokens_total", "kioskd_speculative_batches_total")
 GAUGES = ("kioskd_num_requests_waiting", "kioskd_num_requests_running", "kioskd_websockets_open",
           "kioskd_voice_available", "kioskd_model_loaded", "kioskd_model_info")
 EXPORTED = {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")} | set(COUNTERS) | set(
